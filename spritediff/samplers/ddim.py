@@ -1,0 +1,37 @@
+"""DDIM (Song et al. 2021): x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat + sigma z."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..schedule import Schedule
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like
+
+
+def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:
+    """sigma = eta sqrt((1 - ab_s)/(1 - ab_t)) sqrt(1 - ab_t/ab_s) for the jump t -> s."""
+    return eta * math.sqrt((1.0 - ab_s) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_s)
+
+
+def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 20, eta: float = 0.0,
+                spacing: str = "trailing", generator: Generator = None, callback=None) -> torch.Tensor:
+    """DDIM over `steps` model calls; eta = 0 is deterministic, eta = 1 matches DDPM's posterior.
+
+    x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
+    """
+    if eta < 0:
+        raise ValueError(f"eta must be >= 0, got {eta}")
+    ts = schedule.timesteps(steps, spacing)
+    x = x_T
+    for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
+        ab_t, ab_s = schedule.alpha_bar(t), schedule.alpha_bar(s)
+        eps = call_eps(eps_fn, x, t)
+        x0_hat = predict_x0(x, eps, ab_t)
+        if callback is not None:
+            callback(StepInfo(i, t, x, x0_hat))
+        sigma = ddim_sigma(ab_t, ab_s, eta) if s > 0 else 0.0
+        x = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1.0 - ab_s - sigma**2, 0.0)) * eps
+        if sigma > 0:
+            x = x + sigma * randn_like(x, generator)
+    return x

@@ -1,0 +1,119 @@
+"""The noise schedule: betas, alphas_cumprod, timestep grids and the sigma/lambda views.
+
+Time is an integer t in 0..T; t = 0 is clean data (alpha_bar = 1). All tables are float64 on the
+CPU; samplers index them with Python ints and cast to the image dtype.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import SpriteDiffError
+
+SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr")
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A discrete variance-preserving schedule over t = 0..T.
+
+    betas: (T+1,) float64, as defined (betas[0] is unused by the maths: alphas_cumprod[0] := 1).
+    alphas_cumprod: (T+1,) float64, decreasing from alphas_cumprod[0] = 1.
+    """
+
+    betas: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    beta_start: float
+    beta_end: float
+
+    @classmethod
+    def course(cls, T: int = 500, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
+        """The course's linear schedule: b = linspace(beta_start, beta_end, T+1), ab_0 := 1."""
+        if T < 1:
+            raise SpriteDiffError(f"schedule needs T >= 1, got {T}")
+        betas = torch.linspace(beta_start, beta_end, T + 1, dtype=torch.float64)
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+        alphas_cumprod[0] = 1.0
+        return cls(betas, alphas_cumprod, beta_start, beta_end)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Schedule":
+        if config.get("kind", "linear") != "linear":
+            raise SpriteDiffError(f"unknown schedule kind {config.get('kind')!r}")
+        return cls.course(int(config["T"]), float(config["beta_start"]), float(config["beta_end"]))
+
+    def to_config(self) -> dict:
+        return {"kind": "linear", "T": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    @property
+    def T(self) -> int:
+        return len(self.betas) - 1
+
+    def alpha_bar(self, t: int) -> float:
+        return float(self.alphas_cumprod[t])
+
+    def sigma(self, t: int) -> float:
+        """k-diffusion noise level sqrt((1 - ab_t) / ab_t); 0 at t = 0."""
+        ab = self.alpha_bar(t)
+        return math.sqrt((1.0 - ab) / ab)
+
+    def log_snr(self, t: int) -> float:
+        """lambda_t = log(alpha_t / sigma_t) with alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t)."""
+        ab = self.alpha_bar(t)
+        return 0.5 * math.log(ab / (1.0 - ab)) if ab < 1.0 else math.inf
+
+    def sigmas(self) -> torch.Tensor:
+        """(T+1,) float64 k-diffusion sigmas, increasing from 0."""
+        return ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
+
+    def t_from_sigma(self, sigma: float) -> float:
+        """Continuous t for a k-diffusion sigma: linear interpolation of log sigma over t in 1..T."""
+        log_sigmas = self.sigmas()[1:].log().numpy()
+        return float(np.interp(math.log(sigma), log_sigmas, np.arange(1, self.T + 1)))
+
+    def timesteps(self, steps: int, spacing: str = "trailing") -> list[int]:
+        """The grid of a sampler with `steps` model calls: steps+1 strictly decreasing ints, t_0 <= T,
+        last 0.
+
+        trailing: round(T - k T / steps), starts at T (the course's range(T, 0, -T // steps)).
+        leading: (steps - k) * (T // steps), then 0 (DDIM paper; skips the noisiest times).
+        linspace: round(linspace(T, 1, steps)), then 0: ends at t = 1 with a final denoise.
+        quadratic: round(T (k / steps)^2) for k = steps..1, then 0 (DDIM paper's CIFAR grid).
+        logsnr: uniform in log-SNR from t = T to t = 1, then 0 (DPM-Solver's grid for pixel models).
+        """
+        if not 1 <= steps <= self.T:
+            raise SpriteDiffError(f"steps must be between 1 and T={self.T}, got {steps}")
+        T = self.T
+        k = np.arange(steps + 1, dtype=np.float64)
+        if spacing == "trailing":
+            grid = T - k * T / steps
+        elif spacing == "leading":
+            grid = (steps - k) * (T // steps)
+        elif spacing == "linspace":
+            grid = np.append(np.linspace(T, 1, steps), 0.0)
+        elif spacing == "quadratic":
+            grid = T * ((steps - k) / steps) ** 2
+        elif spacing == "logsnr":
+            grid = np.append(self._logsnr_grid(steps), 0.0)
+        else:
+            raise SpriteDiffError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+        return _strictly_decreasing(np.floor(grid + 0.5).astype(np.int64), T)
+
+    def _logsnr_grid(self, steps: int) -> np.ndarray:
+        lambdas = np.array([self.log_snr(t) for t in range(1, self.T + 1)])  # decreasing in t
+        targets = np.linspace(lambdas[-1], lambdas[0], steps)  # from t = T to t = 1
+        return np.interp(targets, lambdas[::-1], np.arange(self.T, 0, -1, dtype=np.float64))
+
+
+def _strictly_decreasing(grid: np.ndarray, T: int) -> list[int]:
+    """Push rounded grid points apart so that no two land on the same t, keeping 0 <= t <= T."""
+    ts = [int(v) for v in grid]
+    ts[-1] = 0
+    for i in range(len(ts) - 2, -1, -1):
+        ts[i] = max(ts[i], ts[i + 1] + 1)
+    for i in range(len(ts) - 1):
+        ts[i] = min(ts[i], T - i)
+    return ts
