@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
 
@@ -52,6 +51,22 @@ def close_world(world: World) -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over processes; the gradient of a sum reaching every process is the sum of the gradients."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class AllReduceBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d whose training statistics are those of the batch summed over all processes."""
 
@@ -59,7 +74,7 @@ class AllReduceBatchNorm2d(nn.BatchNorm2d):
         if not self.training:
             return super().forward(x)
         local = torch.stack([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3))])  # (2, C)
-        total = dist_fn.all_reduce(local)
+        total = _AllReduceSum.apply(local)
         count = x.numel() // x.shape[1] * dist.get_world_size()
         mean = total[0] / count
         var = total[1] / count - mean * mean  # biased, as BatchNorm normalises with

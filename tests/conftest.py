@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny random models (fast on the CPU) and the sprite data folder beside the repo."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))  # the oracle module
+
+from spritediff.checkpoint import COURSE_CLASSES, SpriteModel, save_model  # noqa: E402
+from spritediff.models import ContextUnet  # noqa: E402
+from spritediff.schedule import Schedule  # noqa: E402
+
+torch.set_num_threads(1)  # tiny models: threads only add sync cost, and CI shares two cores
+
+SPRITES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sprites"
+
+
+def tiny_model(seed: int = 0, n_feat: int = 8) -> SpriteModel:
+    """A random ContextUnet small enough that 500 sampler steps take well under a second per sample."""
+    torch.manual_seed(seed)
+    net = ContextUnet(n_feat=n_feat).eval()
+    return SpriteModel(net, Schedule.course(), COURSE_CLASSES, {"source": "test"})
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
+    save_model(tiny_model(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def sprites_dir() -> Path:
+    if not (SPRITES / "sprites_base1788_16x16.npy").is_file():
+        pytest.skip(f"sprite data not found at {SPRITES} (see the README: the images are not in the repo)")
+    return SPRITES

@@ -1,0 +1,158 @@
+"""ContextUnet compatibility with the course's checkpoints, and the .safetensors model format."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_model
+from safetensors.torch import save_file
+
+from spritediff.checkpoint import load_model, save_model
+from spritediff.cli import main
+from spritediff.errors import SpriteDiffError
+from spritediff.models import ContextUnet
+
+
+def course_shapes(n_feat=64, n_cfeat=5, ch=3, h=16) -> dict:
+    """Key -> shape of the course's ContextUnet.state_dict(), written from its architecture, not from ours."""
+    shapes, nf, nc = {}, n_feat, n_cfeat
+
+    def block(prefix, cin, cout):
+        for i, (a, b) in (("1", (cin, cout)), ("2", (cout, cout))):
+            shapes[f"{prefix}.conv{i}.0.weight"] = (b, a, 3, 3)
+            shapes[f"{prefix}.conv{i}.0.bias"] = (b,)
+            for stat in ("weight", "bias", "running_mean", "running_var"):
+                shapes[f"{prefix}.conv{i}.1.{stat}"] = (b,)
+            shapes[f"{prefix}.conv{i}.1.num_batches_tracked"] = ()
+
+    def linear(prefix, cin, cout):
+        shapes[f"{prefix}.weight"], shapes[f"{prefix}.bias"] = (cout, cin), (cout,)
+
+    block("init_conv", ch, nf)
+    block("down1.model.0", nf, nf), block("down1.model.1", nf, nf)
+    block("down2.model.0", nf, 2 * nf), block("down2.model.1", 2 * nf, 2 * nf)
+    for name, cin, cout in (("timeembed1", 1, 2 * nf), ("timeembed2", 1, nf),
+                            ("contextembed1", nc, 2 * nf), ("contextembed2", nc, nf)):
+        linear(f"{name}.model.0", cin, cout), linear(f"{name}.model.2", cout, cout)
+    shapes["up0.0.weight"], shapes["up0.0.bias"] = (2 * nf, 2 * nf, h // 4, h // 4), (2 * nf,)
+    shapes["up0.1.weight"] = shapes["up0.1.bias"] = (2 * nf,)
+    for name, cin in (("up1", 4 * nf), ("up2", 2 * nf)):
+        shapes[f"{name}.model.0.weight"], shapes[f"{name}.model.0.bias"] = (cin, nf, 2, 2), (nf,)
+        block(f"{name}.model.1", nf, nf), block(f"{name}.model.2", nf, nf)
+    shapes["out.0.weight"], shapes["out.0.bias"] = (nf, 2 * nf, 3, 3), (nf,)
+    shapes["out.1.weight"] = shapes["out.1.bias"] = (nf,)
+    shapes["out.3.weight"], shapes["out.3.bias"] = (ch, nf, 3, 3), (ch,)
+    return shapes
+
+
+def course_state_dict(seed=0, **sizes) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in course_shapes(**sizes).items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(123)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.1
+    return state
+
+
+def test_parameter_count_and_keys_match_the_course():
+    net = ContextUnet(n_feat=64, n_cfeat=5, height=16)
+    assert sum(p.numel() for p in net.parameters()) == 1_480_771
+    assert {k: tuple(v.shape) for k, v in net.state_dict().items()} == course_shapes()
+
+
+def test_course_state_dict_loads_strictly_and_forward_is_deterministic(tmp_path):
+    state = course_state_dict()
+    path = tmp_path / "context_model_trained.pth"
+    torch.save(state, path)
+    model = load_model(path)
+    assert model.net.n_feat == 64 and model.classes[0] == "hero"
+    x, t, c = torch.randn(3, 3, 16, 16), torch.tensor([0.1, 0.5, 0.9]), torch.eye(5)[:3]
+    with torch.no_grad():
+        first, second = model.net(x, t, c), model.net(x, t, c)
+    assert torch.equal(first, second)  # the course's init_conv drew a fresh random conv on every call
+    for key, value in state.items():
+        assert torch.equal(model.net.state_dict()[key], value)
+
+
+def test_convert_roundtrip(tmp_path, capsys):
+    torch.save(course_state_dict(n_feat=16), tmp_path / "course.pth")
+    assert main(["convert", str(tmp_path / "course.pth"), str(tmp_path / "model.safetensors")]) == 0
+    a, b = load_model(tmp_path / "course.pth"), load_model(tmp_path / "model.safetensors")
+    assert a.config()["net"] == b.config()["net"] and a.classes == b.classes
+    for key, value in a.net.state_dict().items():
+        assert torch.equal(value, b.net.state_dict()[key]), key
+
+
+def test_fp16_save_halves_the_file_and_loads_as_float32(tmp_path):
+    model = tiny_model(n_feat=16)
+    save_model(model, tmp_path / "a.safetensors", torch.float32)
+    save_model(model, tmp_path / "b.safetensors", torch.float16)
+    size_a, size_b = (tmp_path / "a.safetensors").stat().st_size, (tmp_path / "b.safetensors").stat().st_size
+    assert size_b < 0.6 * size_a
+    loaded = load_model(tmp_path / "b.safetensors")
+    weight = loaded.net.init_conv.conv1[0].weight
+    assert weight.dtype == torch.float32
+    torch.testing.assert_close(weight, model.net.init_conv.conv1[0].weight, rtol=1e-3, atol=1e-4)
+
+
+def test_metadata_is_json_config(tmp_path):
+    save_model(tiny_model(), tmp_path / "m.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
+        config = json.loads(f.metadata()["spritediff"])
+    assert config["net"]["n_feat"] == 8 and config["schedule"]["T"] == 500 and len(config["classes"]) == 5
+
+
+def bad_files(tmp_path: Path) -> dict:
+    good = tmp_path / "good.safetensors"
+    save_model(tiny_model(), good)
+    data = good.read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a model at all")
+    save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    save_model(tiny_model(n_feat=16), tmp_path / "wide.safetensors")
+    wide = load_model(tmp_path / "wide.safetensors")
+    (tmp_path / "notdict.pth").write_bytes(b"\x80\x04K\x01.")  # a pickled int
+    torch.save({"init_conv.conv1.0.weight": torch.zeros(8, 3, 3, 3)}, tmp_path / "partial.pth")
+    return {"missing": (tmp_path / "nope.safetensors", "not found"),
+            "truncated": (tmp_path / "truncated.safetensors", "truncated or corrupt"),
+            "garbage": (tmp_path / "garbage.safetensors", "truncated or corrupt"),
+            "plain": (tmp_path / "plain.safetensors", "not a spritediff model"),
+            "notdict": (tmp_path / "notdict.pth", "state_dict"),
+            "partial": (tmp_path / "partial.pth", "not a ContextUnet state_dict"),
+            "wide": (wide, None)}
+
+
+def test_bad_model_files_are_one_line_errors(tmp_path):
+    for name, (path, message) in bad_files(tmp_path).items():
+        if message is None:
+            continue
+        with pytest.raises(SpriteDiffError, match=message):
+            load_model(path)
+
+
+def test_other_shapes_name_the_keys(tmp_path):
+    state = course_state_dict(n_feat=16)
+    state["out.3.weight"] = torch.zeros(3, 8, 3, 3)
+    del state["up0.1.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(SpriteDiffError) as err:
+        load_model(tmp_path / "odd.pth")
+    text = str(err.value)
+    assert "missing: up0.1.bias" in text and "unexpected: extra.weight" in text and "other shapes: out.3.weight" in text
+
+
+def test_pickled_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"w": Evil()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
+    with pytest.raises(SpriteDiffError, match="not a readable PyTorch state_dict"):
+        load_model(tmp_path / "evil.pth")

@@ -1,0 +1,112 @@
+"""DDPM and DDIM against the Gaussian-mixture oracle: exact answers without any training."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from oracle import GaussianMixture
+
+from spritediff.samplers import SAMPLERS
+from spritediff.schedule import Schedule
+
+SCHED = Schedule.course()
+GM = GaussianMixture.small(std=0.3)
+EPS = GM.eps_fn(SCHED)
+
+
+def noise(n, seed):
+    return torch.randn(n, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+
+def component_stats(x):
+    """Nearest-mean assignment: fractions (K,), per-component means (K, D) and stds (K,)."""
+    flat, mu = x.reshape(len(x), -1), GM.means.reshape(3, -1)
+    k = torch.cdist(flat, mu).argmin(1)
+    fractions = torch.bincount(k, minlength=3).double() / len(x)
+    means = torch.stack([flat[k == j].mean(0) for j in range(3)])
+    stds = torch.stack([flat[k == j].std(0).mean() for j in range(3)])  # per-coordinate std
+    return fractions, means, stds
+
+
+@pytest.mark.parametrize("variance", ["course", "posterior"])
+def test_ddpm_reproduces_the_mixture(variance):
+    n = 6000
+    x = SAMPLERS["ddpm"](EPS, noise(n, 1), SCHED, variance=variance, generator=torch.Generator().manual_seed(2))
+    fractions, means, stds = component_stats(x)
+    se = torch.sqrt(GM.weights * (1 - GM.weights) / n)
+    assert torch.all((fractions - GM.weights).abs() < 4 * se + 0.01), fractions  # nearest-mean mislabels ~1%
+    assert torch.allclose(means, GM.means.reshape(3, -1), atol=0.04), means
+    assert torch.allclose(stds, torch.full((3,), GM.std, dtype=torch.float64), atol=0.03), stds
+
+
+def test_ddpm_with_skipped_steps_still_samples_the_mixture():
+    x = SAMPLERS["ddpm"](EPS, noise(4000, 3), SCHED, steps=50, variance="posterior",
+                         generator=torch.Generator().manual_seed(4))
+    fractions, means, _ = component_stats(x)
+    assert torch.allclose(fractions, GM.weights, atol=0.03)
+    assert torch.allclose(means, GM.means.reshape(3, -1), atol=0.05)
+
+
+def test_ddim_converges_to_the_probability_flow_ode_at_first_order():
+    x_T = noise(64, 5)
+    reference = GM.ode_solution(x_T, SCHED.alpha_bar(500))
+    steps = [10, 20, 50, 100, 250]
+    errors = [(SAMPLERS["ddim"](EPS, x_T, SCHED, steps=s) - reference).abs().max().item() for s in steps]
+    slope = np.polyfit(np.log(steps), np.log(errors), 1)[0]
+    assert -1.15 < slope < -0.8, (slope, errors)
+    assert errors[-1] < 0.02
+
+
+def test_ddim_eta_one_is_ddpm_with_posterior_variance():
+    for steps in (500, 37):
+        ddpm = SAMPLERS["ddpm"](EPS, noise(16, 6), SCHED, steps=steps, variance="posterior",
+                                generator=torch.Generator().manual_seed(7))
+        ddim = SAMPLERS["ddim"](EPS, noise(16, 6), SCHED, steps=steps, eta=1.0,
+                                generator=torch.Generator().manual_seed(7))
+        torch.testing.assert_close(ddim, ddpm, rtol=0, atol=1e-10)
+
+
+def test_ddim_is_deterministic_and_eta_adds_noise():
+    a = SAMPLERS["ddim"](EPS, noise(8, 8), SCHED, steps=20)
+    b = SAMPLERS["ddim"](EPS, noise(8, 8), SCHED, steps=20, generator=torch.Generator().manual_seed(1))
+    c = SAMPLERS["ddim"](EPS, noise(8, 8), SCHED, steps=20, eta=0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+def test_one_ddim_step_is_the_predicted_x0():
+    x_T = noise(8, 9)
+    t = torch.full((8,), 500)
+    x0_hat = (x_T - math.sqrt(1 - SCHED.alpha_bar(500)) * EPS(x_T, t)) / math.sqrt(SCHED.alpha_bar(500))
+    torch.testing.assert_close(SAMPLERS["ddim"](EPS, x_T, SCHED, steps=1), x0_hat)
+
+
+@pytest.mark.parametrize("steps", [1, 3, 30, 499, 500])
+@pytest.mark.parametrize("name", ["ddpm", "ddim"])
+def test_any_step_count_runs_and_reports_every_step(name, steps):
+    seen, calls = [], []
+
+    def eps(x, t):
+        calls.append(int(t[0]))
+        return EPS(x, t)
+
+    x = SAMPLERS[name](eps, noise(2, 10), SCHED, steps=steps, callback=seen.append,
+                       generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(x).all()
+    assert len(calls) == steps and calls == [info.t for info in seen]
+    assert [info.index for info in seen] == list(range(steps))
+    assert calls == SCHED.timesteps(steps)[:-1]
+    assert all(info.x_t.shape == info.x0_hat.shape == (2, 1, 2, 2) for info in seen)
+
+
+def test_course_ddim_bug_is_fixed_for_non_divisors():
+    # the course's step_size = 500 // n reads ab at a negative index for n = 30; here the grid stays in range
+    ts = SCHED.timesteps(30)
+    assert min(ts) == 0 and max(ts) == 500 and len(set(ts)) == 31
+
+
+def test_per_sample_generators_make_rows_independent_of_the_batch():
+    gens = lambda: [torch.Generator().manual_seed(100 + i) for i in range(4)]  # noqa: E731
+    full = SAMPLERS["ddpm"](EPS, noise(4, 11), SCHED, steps=25, generator=gens())
+    part = SAMPLERS["ddpm"](EPS, noise(4, 11)[2:], SCHED, steps=25, generator=gens()[2:])
+    torch.testing.assert_close(full[2:], part, rtol=0, atol=1e-12)

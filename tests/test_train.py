@@ -1,0 +1,210 @@
+"""Training: data loading and its errors, exact resume after SIGKILL, DDP equals one process, NaN stop."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from spritediff import train as train_module
+from spritediff.cli import main
+from spritediff.data import base_set, load_data
+from spritediff.errors import SpriteDiffError
+from spritediff.train import TrainConfig, Trainer, batch_indices, run_training, state_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def small_data(tmp_path, n=40):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
+    labels = np.eye(5)[rng.integers(0, 5, n)]
+    np.save(tmp_path / "x.npy", images)
+    np.save(tmp_path / "y.npy", labels)
+    return tmp_path / "x.npy", tmp_path / "y.npy"
+
+
+def test_course_files_load_as_they_are(sprites_dir, tmp_path):
+    base = np.load(sprites_dir / "sprites_base1788_16x16.npy")
+    labels = np.load(sprites_dir / "sprite_labels_base1788.npy")
+    np.save(tmp_path / "sprites_1788_16x16.npy", np.tile(base, (50, 1, 1, 1)))
+    np.save(tmp_path / "sprite_labels_nc_1788_16x16.npy", np.tile(labels, (50, 1)))
+    data = load_data(tmp_path / "sprites_1788_16x16.npy", tmp_path / "sprite_labels_nc_1788_16x16.npy")
+    assert len(data) == 89_400 and data.classes == ("hero", "non-hero", "food", "spell", "side-facing")
+    assert data.labels.sum(0).tolist() == [8000, 32400, 6000, 35000, 8000]
+    x, c = data.batch(torch.tensor([0, 1788]))
+    assert x.shape == (2, 3, 16, 16) and -1 <= x.min() and x.max() <= 1 and torch.equal(x[0], x[1])
+    b, bl = base_set(data.images.numpy(), data.labels.numpy())
+    assert np.array_equal(b, base) and len(bl) == 1788
+
+
+def test_image_folder(tmp_path):
+    for name, colour in (("cats", 10), ("dogs", 200)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((16, 16, 3), colour + i, np.uint8)).save(tmp_path / name / f"{i}.png")
+    data = load_data(tmp_path)
+    assert len(data) == 6 and data.classes == ("cats", "dogs") and data.labels[:, 1].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("wrong_shape", "expected (N,H,H,3) images"),
+    ("wrong_dtype", "expected uint8"),
+    ("label_count", "expected (40, K) labels"),
+    ("empty_folder", "has no images"),
+    ("missing", "not found"),
+    ("mixed_sizes", "differ in size"),
+])
+def test_bad_data_is_a_clear_error_before_training(tmp_path, capsys, case, message):
+    x, y = small_data(tmp_path)
+    data, labels = x, y
+    if case == "wrong_shape":
+        np.save(tmp_path / "bad.npy", np.zeros((4, 16, 16), np.uint8)); data = tmp_path / "bad.npy"
+    elif case == "wrong_dtype":
+        np.save(tmp_path / "bad.npy", np.zeros((4, 16, 16, 3), np.float32)); data = tmp_path / "bad.npy"
+    elif case == "label_count":
+        np.save(tmp_path / "bad.npy", np.eye(5)[:3]); labels = tmp_path / "bad.npy"
+    elif case == "empty_folder":
+        (tmp_path / "folder" / "hero").mkdir(parents=True); data, labels = tmp_path / "folder", None
+    elif case == "missing":
+        data = tmp_path / "nope.npy"
+    elif case == "mixed_sizes":
+        (tmp_path / "f" / "a").mkdir(parents=True)
+        Image.new("RGB", (16, 16)).save(tmp_path / "f" / "a" / "1.png")
+        Image.new("RGB", (8, 8)).save(tmp_path / "f" / "a" / "2.png")
+        data, labels = tmp_path / "f", None
+    args = ["train", "--data", data, "--out", tmp_path / "m.safetensors", "--steps", 2] + (["--labels", labels] if labels else [])
+    assert main([str(a) for a in args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "m.safetensors").exists() and not (tmp_path / "m.log.jsonl").exists()
+
+
+def test_batches_walk_epochs_of_permutations():
+    rows = torch.cat([batch_indices(s, 7, 20, seed=3) for s in range(6)])  # 42 rows: 2 epochs + 2
+    assert sorted(rows[:20].tolist()) == list(range(20)) and sorted(rows[20:40].tolist()) == list(range(20))
+    assert not torch.equal(rows[:20], rows[20:40])
+    assert torch.equal(batch_indices(4, 7, 20, seed=3), rows[28:35])
+
+
+def train_args(x, y, out, steps, extra=()):
+    return [sys.executable, "-m", "spritediff", "train", "--data", str(x), "--labels", str(y), "--out", str(out),
+            "--steps", str(steps), "--batch", "8", "--n-feat", "8", "--ckpt-every", "5", "--seed", "1", *extra]
+
+
+def thread_env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    x, y = small_data(tmp_path)
+    steps = 400
+    whole = tmp_path / "whole.safetensors"
+    subprocess.run(train_args(x, y, whole, steps), check=True, env=thread_env(), capture_output=True)
+
+    cut = tmp_path / "cut.safetensors"
+    proc = subprocess.Popen(train_args(x, y, cut, steps), env=thread_env(), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not state_path(cut).exists() and time.time() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = torch.load(state_path(cut), weights_only=True)["step"]
+    assert 0 < done < steps, "the run must be killed part-way for this test to mean anything"
+    subprocess.run(train_args(x, y, cut, steps, ["--resume"]), check=True, env=thread_env(), capture_output=True)
+
+    a = torch.load(state_path(whole), weights_only=True)
+    b = torch.load(state_path(cut), weights_only=True)
+    assert a["step"] == b["step"] == steps
+    for part in ("net", "ema"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
+    lines = (tmp_path / "cut.log.jsonl").read_text().splitlines()
+    assert len(lines) >= steps  # the steps after the last checkpoint were logged twice
+
+
+def test_one_ddp_step_equals_one_process_step(tmp_path):
+    """Gradients, loss and BatchNorm statistics of a 2-process gloo step equal the 1-process step on the
+    same global batch (weights after Adam are no test: Adam turns the ~1e-10 float noise in the gradients
+    of conv biases that feed a BatchNorm, exactly 0 in exact arithmetic, into lr-sized moves)."""
+    from ddp_worker import one_step_record
+
+    x, y = small_data(tmp_path)
+    worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+              str(Path(__file__).with_name("ddp_worker.py")), str(x), str(y), str(tmp_path / "ddp.pt")]
+    proc = subprocess.run(worker, env=thread_env(), capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ddp = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    single = one_step_record(Trainer(TrainConfig(steps=4, batch=8, n_feat=8, seed=1), load_data(x, y),
+                                     torch.device("cpu")))
+    torch.testing.assert_close(ddp["loss"], single["loss"], rtol=1e-6, atol=0)
+    for kind in ("grads", "buffers"):
+        for name, value in single[kind].items():
+            torch.testing.assert_close(ddp[kind][name], value, rtol=1e-4, atol=1e-6, msg=f"{kind} {name}")
+
+
+def test_torchrun_cli_trains_and_records_the_world(tmp_path):
+    x, y = small_data(tmp_path)
+    out = tmp_path / "double.safetensors"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spritediff"]
+    proc = subprocess.run(torchrun + train_args(x, y, out, 3)[3:], env=thread_env(), capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote") == 1  # rank 0 alone reports
+    from spritediff.checkpoint import load_model
+    assert load_model(out).info["world_size"] == 2
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    x, y = small_data(tmp_path)
+    data = load_data(x, y)
+    real_loss = train_module.diffusion_loss
+    calls = []
+
+    def loss_that_breaks(*args):
+        calls.append(1)
+        loss = real_loss(*args)
+        return loss * float("nan") if len(calls) == 8 else loss
+
+    monkeypatch.setattr(train_module, "diffusion_loss", loss_that_breaks)
+    out = tmp_path / "m.safetensors"
+    config = TrainConfig(steps=20, batch=8, n_feat=8)
+    with pytest.raises(SpriteDiffError, match="loss became nan at step 8"):
+        run_training(config, data, out, torch.device("cpu"), ckpt_every=5, progress=False)
+    assert torch.load(state_path(out), weights_only=True)["step"] == 5
+    assert out.exists()
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    x, y = small_data(tmp_path)
+    data = load_data(x, y)
+    out = tmp_path / "m.safetensors"
+    run_training(TrainConfig(steps=2, batch=8, n_feat=8), data, out, torch.device("cpu"), 1, progress=False)
+    with pytest.raises(SpriteDiffError, match="other settings"):
+        run_training(TrainConfig(steps=4, batch=8, n_feat=8), data, out, torch.device("cpu"), 1, resume=True,
+                     progress=False)
+
+
+def test_trainer_loss_uses_sqrt_of_one_minus_alpha_bar():
+    # the course's notebook perturbs with (1 - ab) * noise; the correct x_t has variance 1 for unit-variance data
+    seen = {}
+
+    class Spy(torch.nn.Module):
+        def forward(self, x_t, t, c):
+            seen["x_t"], seen["t"] = x_t, t
+            return torch.zeros_like(x_t)
+
+    x0 = torch.zeros(4, 3, 16, 16)
+    noise = torch.randn(4, 3, 16, 16)
+    t = torch.tensor([1, 100, 250, 500])
+    ab = Trainer.__init__.__globals__["Schedule"].course().alphas_cumprod.float()
+    train_module.diffusion_loss(Spy(), x0, None, t, noise, ab, 500)
+    expected = (1 - ab[t]).sqrt().view(-1, 1, 1, 1) * noise
+    torch.testing.assert_close(seen["x_t"], expected)
+    torch.testing.assert_close(seen["t"], t / 500)
