@@ -13,7 +13,7 @@ import torch
 
 from .errors import SpriteDiffError
 
-SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr")
+SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr", "karras")
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,6 +83,8 @@ class Schedule:
         linspace: round(linspace(T, 1, steps)), then 0: ends at t = 1 with a final denoise.
         quadratic: round(T (k / steps)^2) for k = steps..1, then 0 (DDIM paper's CIFAR grid).
         logsnr: uniform in log-SNR from t = T to t = 1, then 0 (DPM-Solver's grid for pixel models).
+        karras: Karras et al.'s sigmas (rho = 7) from sigma(T) to sigma(1), each mapped to the nearest t,
+        then 0 (k-diffusion's grid for Euler and Heun).
         """
         if not 1 <= steps <= self.T:
             raise SpriteDiffError(f"steps must be between 1 and T={self.T}, got {steps}")
@@ -98,6 +100,8 @@ class Schedule:
             grid = T * ((steps - k) / steps) ** 2
         elif spacing == "logsnr":
             grid = np.append(self._logsnr_grid(steps), 0.0)
+        elif spacing == "karras":
+            grid = np.append(self._karras_grid(steps), 0.0)
         else:
             raise SpriteDiffError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         return _strictly_decreasing(np.floor(grid + 0.5).astype(np.int64), T)
@@ -106,6 +110,17 @@ class Schedule:
         lambdas = np.array([self.log_snr(t) for t in range(1, self.T + 1)])  # decreasing in t
         targets = np.linspace(lambdas[-1], lambdas[0], steps)  # from t = T to t = 1
         return np.interp(targets, lambdas[::-1], np.arange(self.T, 0, -1, dtype=np.float64))
+
+    def karras_sigmas(self, n: int, rho: float = 7.0) -> np.ndarray:
+        """(n,) float64 Karras sigmas from sigma(T) down to sigma(1) (n = 1: just sigma(T)):
+        sigma_k = (smax^(1/rho) + k/(n-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
+        lo, hi = self.sigma(1) ** (1.0 / rho), self.sigma(self.T) ** (1.0 / rho)
+        return (hi + np.linspace(0.0, 1.0, n) * (lo - hi)) ** rho
+
+    def _karras_grid(self, steps: int) -> np.ndarray:
+        """Continuous t of the Karras sigmas, interpolated as t_from_sigma does."""
+        log_sigmas = self.sigmas()[1:].log().numpy()
+        return np.interp(np.log(self.karras_sigmas(steps)), log_sigmas, np.arange(1, self.T + 1, dtype=np.float64))
 
 
 def _strictly_decreasing(grid: np.ndarray, T: int) -> list[int]:

@@ -7,12 +7,30 @@ sample at t = 0.
 from .common import StepInfo
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
+from .dpmpp import sample_dpmpp_2m, sample_dpmpp_3m
+from .karras import sample_euler, sample_heun
+from .plms import sample_plms
+from .unipc import sample_unipc
 
 SAMPLERS = {
     "ddpm": sample_ddpm,
     "ddim": sample_ddim,
+    "dpmpp-2m": sample_dpmpp_2m,
+    "dpmpp-3m": sample_dpmpp_3m,
+    "unipc": sample_unipc,
+    "euler": sample_euler,
+    "heun": sample_heun,
+    "plms": sample_plms,
 }
 
-DEFAULT_STEPS = {"ddim": 20}  # samplers missing here default to T steps
+DEFAULT_STEPS = {  # samplers missing here default to T steps
+    "ddim": 20,
+    "dpmpp-2m": 10,
+    "dpmpp-3m": 10,
+    "unipc": 10,
+    "euler": 10,
+    "heun": 10,
+    "plms": 10,
+}
 
 __all__ = ["SAMPLERS", "DEFAULT_STEPS", "StepInfo"]
