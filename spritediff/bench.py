@@ -1,0 +1,257 @@
+"""`spritediff bench`: the lab's %timeit of DDIM against DDPM, for any registered samplers.
+
+For each sampler spec: the median wall time of sample(..., frames=False) over `repeat` runs after
+one warm-up run, its NFE (model calls), images per second, seconds per model call and the speed-up
+over a baseline row; beside it the bare cost of the same NFE calls of the denoiser alone on a fixed
+batch (no sampler arithmetic, no noise drawing), so that the sampler's own overhead shows. Each
+repeat times the sampler and then the bare calls, so both see the same load on a shared machine.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .checkpoint import SpriteModel
+from .denoiser import Denoiser
+from .fast import CudaGraphEps, fold_batchnorm
+from .sampling import resolve_device, sample
+from .specs import SamplerSpec, parse_sampler_specs
+
+
+@dataclass
+class BenchRow:
+    """One sampler's timings. times, bare_times: seconds of each timed run (sampler; NFE bare calls)."""
+
+    spec: SamplerSpec
+    n: int
+    nfe: int
+    times: list[float]
+    bare_times: list[float]
+    speedup: float = 1.0  # baseline seconds / these seconds
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def bare_seconds(self) -> float:
+        return statistics.median(self.bare_times)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.n / self.seconds
+
+    @property
+    def seconds_per_call(self) -> float:
+        return self.seconds / self.nfe
+
+    @property
+    def overhead(self) -> float:
+        """The share of the wall time not spent in model calls: (seconds - bare_seconds) / seconds."""
+        return (self.seconds - self.bare_seconds) / self.seconds
+
+    def to_dict(self) -> dict:
+        return {"label": self.spec.label, "sampler": self.spec.name, "steps": self.spec.steps,
+                "options": dict(self.spec.options), "nfe": self.nfe, "seconds": self.seconds,
+                "images_per_second": self.images_per_second, "seconds_per_call": self.seconds_per_call,
+                "bare_seconds": self.bare_seconds, "bare_seconds_per_call": self.bare_seconds / self.nfe,
+                "overhead": self.overhead, "speedup": self.speedup, "times": self.times,
+                "bare_times": self.bare_times}
+
+
+@dataclass
+class BenchReport:
+    """All rows of one bench run; speed-ups are against rows[baseline]."""
+
+    rows: list[BenchRow]
+    baseline: int
+    n: int
+    repeat: int
+    model: str
+    environment: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.environment, "model": self.model, "n": self.n, "repeat": self.repeat, "warmup": 1,
+                "baseline": self.rows[self.baseline].spec.label, "rows": [row.to_dict() for row in self.rows]}
+
+    def table(self) -> str:
+        env = self.environment
+        header = (f"{self.n} samples on {env.get('device', '?')} ({env.get('device_name', '?')}, "
+                  f"{_plural(env.get('threads', '?'), 'thread')}), torch {env.get('torch', '?')}, "
+                  f"median of {_plural(self.repeat, 'run')} after 1 warm-up")
+        columns = ["sampler", "NFE", "time s", "images/s", "ms/call", "bare s", "overhead",
+                   f"speed-up vs {self.rows[self.baseline].spec.label}"]
+        cells = [[row.spec.label, str(row.nfe), f"{row.seconds:.3f}", f"{row.images_per_second:.1f}",
+                  f"{1000 * row.seconds_per_call:.2f}", f"{row.bare_seconds:.3f}", f"{100 * row.overhead:+.1f}%",
+                  f"{row.speedup:.1f}x"] for row in self.rows]
+        widths = [max(len(c[i]) for c in [columns, *cells]) for i in range(len(columns))]
+        lines = [header, ""]
+        for line in [columns, *cells]:
+            lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in
+                                   enumerate(zip(line, widths))).rstrip())
+        lines += ["", f"bare s: the denoiser alone called NFE times on a fixed batch of {self.n} (no sampler "
+                      "arithmetic, no noise drawing); overhead: the rest of the wall time."]
+        return "\n".join(lines)
+
+    __str__ = table
+
+
+def _plural(count, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def baseline_index(specs: Sequence[SamplerSpec], T: int) -> int:
+    """The row speed-ups are measured against: the first plain ddpm:T (the lab's DDPM-500), else the first."""
+    for i, spec in enumerate(specs):
+        if spec.name == "ddpm" and spec.steps == T and not spec.options:
+            return i
+    return 0
+
+
+def set_speedups(rows: Sequence[BenchRow], baseline: int) -> None:
+    """row.speedup = baseline's median seconds / row's median seconds."""
+    for row in rows:
+        row.speedup = rows[baseline].seconds / row.seconds
+
+
+def default_specs(T: int) -> str:
+    return f"ddpm:{T},ddim:20"
+
+
+def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, n: int = 32,
+          device: str | torch.device | None = "cpu", repeat: int = 3, seed: int = 0,
+          progress: bool = False, fast: bool | None = None) -> BenchReport:
+    """Time each sampler spec (default "ddpm:T,ddim:20") on n samples; see the module's docstring.
+
+    specs: a spec string like "ddpm:500,ddim:20,ddim:20:eta=1" or parsed SamplerSpecs.
+    progress: print one line per spec to stderr as it starts.
+    fast: the fast inference path of sample() (None: on for CUDA, off on the CPU), for the bare calls too.
+    """
+    if repeat < 1 or n < 1:
+        raise ValueError(f"repeat and n must be at least 1, got repeat={repeat}, n={n}")
+    T = model.schedule.T
+    if specs is None or isinstance(specs, str):
+        specs = parse_sampler_specs(specs or default_specs(T), T)
+    device = resolve_device(str(device) if device is not None else None)
+    rows = []
+    for spec in specs:
+        if progress:
+            print(f"timing {spec.label} ({repeat} runs after 1 warm-up) ...", file=sys.stderr, flush=True)
+        rows.append(time_spec(model, spec, n, device, repeat, seed, fast))
+    baseline = baseline_index(specs, T)
+    set_speedups(rows, baseline)
+    return BenchReport(rows, baseline, n, repeat, model.path or "default", environment(device))
+
+
+def time_spec(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.device, repeat: int,
+              seed: int = 0, fast: bool | None = None) -> BenchRow:
+    """One warm-up run, then `repeat` pairs of (timed sampler run, timed NFE bare calls)."""
+
+    def run():
+        return sample(model, spec.name, spec.steps, n, seed=seed, device=str(device), frames=False, fast=fast,
+                      **spec.options)
+
+    nfe = run().nfe
+    bare = bare_calls(model, nfe, n, device, fast)
+    bare_calls(model, 1, n, device, fast)()  # the net itself is warm from the sampler's warm-up run
+    times, bare_times = [], []
+    for _ in range(repeat):
+        times.append(timed(run, device))
+        bare_times.append(timed(bare, device))
+    return BenchRow(spec, n, nfe, times, bare_times)
+
+
+def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast: bool | None = None):
+    """A function that calls the denoiser nfe times on one fixed (n,C,H,W) batch at t = T/2, no context,
+    through the same inference path as sample(..., fast=fast)."""
+    fast = device.type == "cuda" if fast is None else fast
+    net = model.net.to(device).eval()
+    net = fold_batchnorm(net) if fast else net
+    shape = (n, net.in_channels, net.height, net.height)
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    denoiser = Denoiser(net, model.schedule)
+    denoiser = CudaGraphEps(denoiser, x) if fast and device.type == "cuda" else denoiser
+    t = torch.full((n,), model.schedule.T // 2, dtype=torch.long, device=device)
+
+    def calls() -> None:
+        for _ in range(nfe):
+            denoiser(x, t)
+
+    return calls
+
+
+def timed(fn, device: torch.device) -> float:
+    """Wall seconds of fn(), with the GPU's queued work finished before and after."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def environment(device: torch.device) -> dict:
+    """Where the numbers were measured: machine, CPU or GPU, torch, threads, date (UTC)."""
+    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return {"machine": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+            "torch": torch.__version__, "device": str(device), "device_name": device_name,
+            "threads": torch.get_num_threads(), "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "cpu"
+
+
+def add_bench_parser(sub) -> None:
+    from .cli import positive_int
+
+    p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
+                       description="Time each sampler on one model: median wall time over --repeat runs after a "
+                                   "warm-up, NFE, images/s, time per model call, speed-up over ddpm:T (else over "
+                                   "the first sampler), and the bare cost of NFE model calls, which shows the "
+                                   "sampler's own overhead.")
+    p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    p.add_argument("--samplers", help="comma-separated specs name:steps[:key=value...], e.g. "
+                                      "ddpm:500,ddim:20,ddim:20:eta=1,ddpm:100:variance=posterior "
+                                      "(default: ddpm:T,ddim:20)")
+    p.add_argument("--n", type=positive_int, default=32, help="samples per run, one batch (default 32)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed runs per sampler; the median is shown "
+                                                                 "(default 3)")
+    p.add_argument("--eager", action="store_true",
+                   help="on CUDA, time the plain eager path instead of the fast one (BatchNorm folding, CUDA graphs)")
+    p.add_argument("--json", action="store_true", help="print JSON (with machine, torch, device, threads, date) "
+                                                       "instead of the table")
+    p.set_defaults(run=run_bench)
+
+
+def run_bench(args) -> int:
+    from .checkpoint import load_model
+
+    model = load_model(args.model)
+    T = model.schedule.T
+    specs = parse_sampler_specs(args.samplers if args.samplers is not None else default_specs(T), T)
+    device = resolve_device(args.device)
+    report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(),
+                   fast=False if args.eager else None)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    return 0
