@@ -1,0 +1,243 @@
+"""`spritediff eval`: sample quality (FD, KID) against model calls (NFE) and seconds, per sampler.
+
+FD and KID compare sprite-feature-net features (spritediff.features) of generated and real sprites,
+computed by torchmetrics (spritediff.metrics). The metric's own noise is measured beside them: FD
+between two disjoint halves of the real set (split by sprite, so a mirror pair never straddles the
+halves) and FD between two seeds of one sampler. With a context, the feature net's classifier head
+also says how often a sample is of the class asked for.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SpriteDiffError
+
+DEFAULT_N = 1000
+
+
+def add_eval_parser(sub) -> None:
+    from .cli import positive_int
+
+    p = sub.add_parser("eval", help="FD/KID of samplers against real sprites; quality against NFE and seconds",
+                       description="Sample the model with each sampler spec, and compare the samples with the real "
+                                   "sprites by FD and KID in the sprite feature net's features. Prints a table and "
+                                   "writes DIR/eval.json and DIR/fd_vs_nfe.png. Also measures the metric's own noise: "
+                                   "FD between two halves of the real set and between two seeds of one sampler.")
+    p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    p.add_argument("--data", required=True, help="the real sprites: (N,H,H,3) uint8 .npy (the course's file or the "
+                                                 "base set) or a folder of class subfolders")
+    p.add_argument("--samplers", required=True,
+                   help="comma-separated specs name:steps[:key=value...], e.g. "
+                        "ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:100:variance=posterior,ddim:20:eta=1")
+    p.add_argument("--n", type=positive_int, default=DEFAULT_N,
+                   help=f"samples per sampler (default {DEFAULT_N}; FD's noise shrinks as n grows)")
+    p.add_argument("--seed", type=int, default=0, help="sample i uses noise stream (seed, i); the two-seed noise "
+                                                       "run uses seed+1 (default 0)")
+    p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random' or 'none' (default none); "
+                                     "with one, the class accuracy of the samples is reported")
+    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
+    p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
+    p.add_argument("--features", help="feature net .safetensors (default: the shipped sprite feature net)")
+    p.add_argument("--batch-size", type=positive_int, help="samples per model call (default: all n at once)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--out", required=True, help="output folder for eval.json and fd_vs_nfe.png (written only if "
+                                                "everything succeeds)")
+    p.set_defaults(run=run_eval)
+
+
+def run_eval(args) -> int:
+    import torch
+
+    from .checkpoint import CREDIT, load_model
+    from .cli import prepare_out, staged_output
+    from .context import parse_context
+    from .data import base_set, load_data
+    from .features import DEFAULT_FEATURES, load_features
+    from .sampling import sample_generators
+    from .specs import parse_sampler_spec, parse_sampler_specs
+
+    if args.n < 2:
+        raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
+    if args.guidance < 0:
+        raise SpriteDiffError(f"--guidance must be >= 0, got {args.guidance}")
+    out = prepare_out(args.out)
+    model = load_model(args.model)
+    T = model.schedule.T
+    specs = parse_sampler_specs(args.samplers, T)
+    noise_spec = parse_sampler_spec(args.noise_sampler, T) if args.noise_sampler else specs[0]
+    contexts = parse_context(args.context, model.classes, args.n, sample_generators(args.seed, args.n, stream=1))
+    real = base_set(load_data(args.data).images.numpy())[0]
+    shape = (model.net.height, model.net.height, model.net.in_channels)
+    if real.shape[1:] != shape:
+        raise SpriteDiffError(f"--data images are {real.shape[1:]} but the model makes {shape} (H,W,C)")
+    if len(real) < 4:
+        raise SpriteDiffError(f"--data has {len(real)} images; FD needs at least 4 (2 per half)")
+    features = load_features(args.features)
+    if features.net.height != shape[0] or features.net.in_channels != shape[2]:
+        raise SpriteDiffError(f"the feature net takes {features.net.height}x{features.net.height} images with "
+                              f"{features.net.in_channels} channels; the model makes {shape}")
+
+    evaluation = Evaluation(model, features, real, args, contexts)
+    start = time.perf_counter()
+    evaluation.run(specs, noise_spec, progress=sys.stderr.isatty())
+    record = {
+        "model": model.path or "default", "model_info": {k: model.info[k] for k in ("steps_done", "command")
+                                                         if k in model.info},
+        "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
+        "context": args.context, "guidance": args.guidance, "device": args.device, "batch_size": args.batch_size,
+        "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
+                        "n_features": features.net.n_features,
+                        "held_out_accuracy": features.info.get("held_out", {}).get("accuracy")},
+        "noise": evaluation.noise, "results": evaluation.rows,
+        "metrics": "FD: torchmetrics FrechetInceptionDistance, KID: KernelInceptionDistance (polynomial kernel, "
+                   "subsets of min(1000, n)), both on the sprite feature net's features",
+        "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
+    }
+    with staged_output(out) as stage:
+        (stage / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+        plot_fd_vs_nfe(evaluation.rows, evaluation.noise, stage / "fd_vs_nfe.png",
+                       title=f"{Path(model.path).name if model.path else 'default model'}, n={args.n}")
+    print(format_table(evaluation.rows, evaluation.noise))
+    print(f"-> {out / 'eval.json'}, {out / 'fd_vs_nfe.png'}")
+    return 0
+
+
+class Evaluation:
+    """Samples each spec and scores it; rows: one dict per spec; noise: the metric's own noise levels."""
+
+    def __init__(self, model, features, real: np.ndarray, args, contexts):
+        from .metrics import SpriteQuality
+
+        self.model, self.features, self.real, self.args, self.contexts = model, features, real, args, contexts
+        self.quality = SpriteQuality(features, real, seed=args.seed)
+        self.rows: list[dict] = []
+        self.noise: dict = {}
+
+    def sample(self, spec, seed: int, progress: bool) -> tuple[np.ndarray, object]:
+        from .sampling import sample
+
+        result = sample(self.model, spec.name, spec.steps, self.args.n, self.contexts, self.args.guidance, seed,
+                        self.args.device, self.args.batch_size, frames=False, progress=progress, **spec.options)
+        return result.images, result
+
+    def run(self, specs, noise_spec, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        from .metrics import class_accuracy, frechet_distance
+
+        first_seed_images = {}
+        bar = tqdm(total=len(specs) + 1, disable=not progress or None, unit="run", dynamic_ncols=True, leave=False)
+        for spec in specs:
+            bar.set_description(str(spec))
+            images, result = self.sample(spec, self.args.seed, progress)
+            scores = self.quality.score(images)
+            accuracy = None if self.contexts is None else class_accuracy(
+                self.features, images, self.contexts, self.model.classes)
+            self.rows.append({"spec": str(spec), "sampler": spec.name, "steps": spec.steps, "options": spec.options,
+                              "family": family(spec), "nfe": result.nfe, "seconds": round(result.seconds, 4),
+                              "fd": round(scores["fd"], 4), "kid": round(scores["kid"], 6),
+                              "kid_std": round(scores["kid_std"], 6),
+                              "class_accuracy": None if accuracy is None else round(accuracy, 4)})
+            first_seed_images.setdefault(str(spec), images)
+            bar.update(1)
+        bar.set_description(f"{noise_spec} seed {self.args.seed + 1}")
+        first = first_seed_images.get(str(noise_spec))
+        if first is None:
+            first = self.sample(noise_spec, self.args.seed, progress)[0]
+        second = self.sample(noise_spec, self.args.seed + 1, progress)[0]
+        bar.update(1)
+        bar.close()
+        half_a, half_b = real_halves(self.real, self.args.seed)
+        self.noise = {
+            "fd_real_halves": round(frechet_distance(self.features, self.real[half_a], self.real[half_b]), 4),
+            "real_halves_sizes": [int(half_a.sum()), int(half_b.sum())],
+            "fd_two_seeds": round(frechet_distance(self.features, first, second), 4),
+            "two_seeds": {"spec": str(noise_spec), "seeds": [self.args.seed, self.args.seed + 1], "n": self.args.n},
+            "note": "FD's bias falls as 1/n: real halves compare two sets of about N/2, two seeds two sets of n, "
+                    "and each sampler row n samples against all N real images",
+        }
+
+
+def family(spec) -> str:
+    """A line of the plot: the sampler and its options, all steps together ("ddim", "ddim eta=1")."""
+    return " ".join([spec.name, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                                  for k, v in spec.options.items())])
+
+
+def real_halves(real: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint (N,) bool masks of about N/2 rows each; a sprite's mirror images and duplicates stay together."""
+    from .features import sprite_groups
+
+    groups = sprite_groups(real)
+    order = np.random.default_rng([seed, 11]).permutation(groups.max() + 1)
+    sizes = np.bincount(groups)[order]
+    first = order[np.cumsum(sizes) <= len(real) / 2]
+    half_a = np.isin(groups, first)
+    if half_a.sum() < 2 or (~half_a).sum() < 2:  # one group holds (almost) everything: fall back to rows
+        half_a = np.zeros(len(real), dtype=bool)
+        half_a[np.random.default_rng([seed, 11]).permutation(len(real))[:len(real) // 2]] = True
+    return half_a, ~half_a
+
+
+def format_table(rows: list[dict], noise: dict) -> str:
+    with_accuracy = any(r["class_accuracy"] is not None for r in rows)
+    width = max([len("sampler")] + [len(r["spec"]) for r in rows])
+    head = f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}"
+    head += "  class acc" if with_accuracy else ""
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        line = (f"{r['spec']:<{width}}  {r['nfe']:>5}  {r['seconds']:>8.3f}  {r['fd']:>9.3f}  "
+                f"{1000 * r['kid']:>7.2f} ± {1000 * r['kid_std']:<5.2f}")
+        if with_accuracy:
+            line += f"  {'-' if r['class_accuracy'] is None else format(r['class_accuracy'], '.3f'):>9}"
+        lines.append(line)
+    a, b = noise["real_halves_sizes"]
+    lines.append(f"noise: FD real vs real (halves, {a} vs {b}) = {noise['fd_real_halves']:.3f}; "
+                 f"FD {noise['two_seeds']['spec']} seed vs seed (n={noise['two_seeds']['n']}) = "
+                 f"{noise['fd_two_seeds']:.3f}")
+    return "\n".join(lines)
+
+
+def plot_fd_vs_nfe(rows: list[dict], noise: dict, path: Path, title: str = "") -> None:
+    """FD against NFE (log x, log y), one line per sampler family, the real-vs-real noise as a band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
+
+    from .checkpoint import CREDIT
+
+    figure = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(figure)  # the Agg backend, without touching pyplot's global state
+    ax = figure.add_subplot()
+    floor = 1e-6
+    values = [max(r["fd"], floor) for r in rows] + [max(noise["fd_real_halves"], floor),
+                                                   max(noise["fd_two_seeds"], floor)]
+    low, high = min(values) / 2, max(values) * 2
+    ax.axhspan(low, max(noise["fd_real_halves"], floor), color="0.85", zorder=0,
+               label=f"real vs real, halves ({noise['fd_real_halves']:.3g})")
+    ax.axhline(max(noise["fd_two_seeds"], floor), color="0.4", linestyle="--", linewidth=1,
+               label=f"{noise['two_seeds']['spec']}, seed vs seed ({noise['fd_two_seeds']:.3g})")
+    for name in dict.fromkeys(r["family"] for r in rows):
+        points = sorted((r["nfe"], max(r["fd"], floor)) for r in rows if r["family"] == name)
+        ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    nfes = sorted({r["nfe"] for r in rows})
+    ax.set_xticks(nfes, [str(v) for v in nfes])  # the NFEs measured, as plain numbers
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylim(low, high)
+    ax.set_xlabel("NFE (model calls per sample)")
+    ax.set_ylabel("FD (sprite features; lower is better)")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.text(0.99, 0.01, CREDIT, ha="right", va="bottom", fontsize=6, color="0.4")
+    figure.tight_layout()
+    figure.savefig(path)

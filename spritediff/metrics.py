@@ -1,0 +1,120 @@
+"""FD and KID of sprite sets in the sprite feature net's feature space, computed by torchmetrics.
+
+torchmetrics' FrechetInceptionDistance and KernelInceptionDistance take any nn.Module as `feature=`;
+with one, they need neither torch-fidelity nor downloaded Inception weights, and FD's matrix square
+root is torch's own (eigenvalues of Sigma_1 Sigma_2), so scipy is not needed either.
+Images in: (N,H,W,3) uint8, the on-disk layout.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.kid import KernelInceptionDistance
+
+from .features import FeatureModel, SpriteFeatureNet
+
+KID_SUBSETS = 100
+KID_SUBSET_SIZE = 1000
+
+
+class SpriteFeatures(nn.Module):
+    """The `feature=` module for torchmetrics: (N,C,H,W) uint8 -> (N,n_features) float64 features."""
+
+    def __init__(self, net: SpriteFeatureNet):
+        super().__init__()
+        self.net = net.eval()
+        self.num_features = net.n_features  # torchmetrics reads this instead of probing with a random image
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net.features(images.float() / 127.5 - 1.0).double()
+
+    def train(self, mode: bool = True) -> "SpriteFeatures":
+        return super().train(False)  # the features never change with the metric's mode
+
+
+def _nchw(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(N,H,W,C) uint8 -> (N,C,H,W) uint8 tensor."""
+    images = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(f"expected (N,H,W,C) uint8 images, got {tuple(images.shape)} {images.dtype}")
+    return images.permute(0, 3, 1, 2)
+
+
+class SpriteQuality:
+    """FD and KID of image sets against one reference set, whose features are computed once.
+
+        quality = SpriteQuality(feature_model, real_images)
+        quality.score(generated)   # {"fd": ..., "kid": ..., "kid_std": ...}
+
+    KID draws its subsets from `seed` (the global RNG is left as it was), so a score is reproducible.
+    """
+
+    def __init__(self, features: FeatureModel, reference: np.ndarray, kid_subsets: int = KID_SUBSETS,
+                 kid_subset_size: int = KID_SUBSET_SIZE, seed: int = 0, batch: int = 1024):
+        self.extractor = SpriteFeatures(features.net)
+        self.kid_subsets, self.kid_subset_size, self.seed, self.batch = kid_subsets, kid_subset_size, seed, batch
+        self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False)
+        with warnings.catch_warnings():  # "KID saves all features": a few thousand 64-vectors here
+            warnings.simplefilter("ignore", UserWarning)
+            self.kid = KernelInceptionDistance(feature=self.extractor, reset_real_features=False,
+                                               subsets=kid_subsets, subset_size=kid_subset_size)
+        self.n_reference = len(reference)
+        self._update(reference, real=True)
+
+    def _update(self, images: np.ndarray, real: bool) -> None:
+        if len(images) < 2:
+            raise ValueError(f"FD and KID need at least 2 images per set, got {len(images)}")
+        x = _nchw(images)
+        for lo in range(0, len(x), self.batch):
+            self.fid.update(x[lo:lo + self.batch], real=real)
+            self.kid.update(x[lo:lo + self.batch], real=real)
+
+    def score(self, images: np.ndarray) -> dict:
+        """(N,H,W,3) uint8, N >= 2 -> {"fd", "kid", "kid_std"} against the reference set."""
+        self.fid.reset()
+        self.kid.reset()
+        self._update(images, real=False)
+        fd = float(self.fid.compute())
+        self.kid.subset_size = min(self.kid_subset_size, len(images), self.n_reference)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            kid, kid_std = self.kid.compute()
+        return {"fd": fd, "kid": float(kid), "kid_std": float(kid_std)}
+
+
+def frechet_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray) -> float:
+    """FD between two (N,H,W,3) uint8 sets (N >= 2 each), by torchmetrics."""
+    fid = FrechetInceptionDistance(feature=SpriteFeatures(features.net))
+    fid.update(_nchw(a), real=True)
+    fid.update(_nchw(b), real=False)
+    return float(fid.compute())
+
+
+def kernel_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """KID (mean, std over subsets) between two (N,H,W,3) uint8 sets, by torchmetrics."""
+    scores = SpriteQuality(features, a, seed=seed).score(b)
+    return scores["kid"], scores["kid_std"]
+
+
+def class_accuracy(features: FeatureModel, images: np.ndarray, contexts: torch.Tensor,
+                   classes: tuple[str, ...]) -> float | None:
+    """Fraction of images the feature net's head assigns to the class their context asks for.
+
+    contexts: (N,K) over the sampling model's `classes`; the asked-for class is the largest entry
+    (rows that are all zero, i.e. unconditional, are left out). None when no row can be scored or
+    the asked-for class is unknown to the feature net.
+    """
+    asked = contexts.argmax(1).numpy()
+    scored = (contexts.abs().sum(1) > 0).numpy()
+    if not scored.any():
+        return None
+    names = [classes[i] for i in asked[scored]]
+    if any(name not in features.classes for name in names):
+        return None
+    wanted = np.array([features.classes.index(name) for name in names])
+    return float((features.predict(images[scored]) == wanted).mean())

@@ -1,0 +1,96 @@
+"""`spritediff eval` end to end on a tiny random model: eval.json, the plot, the noise levels, bad input."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from spritediff.cli import main
+from spritediff.evaluate import real_halves
+
+
+def run(args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def fake_sprites(tmp_path_factory):
+    """64 random 16x16 sprites on a black background, plus their mirror images (128 rows)."""
+    rng = np.random.default_rng(0)
+    images = np.zeros((64, 16, 16, 3), dtype=np.uint8)
+    images[:, 3:13, 4:12] = rng.integers(0, 256, (64, 10, 8, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "fake_sprites.npy"
+    np.save(path, np.concatenate([images, images[:, :, ::-1]]))
+    return path
+
+
+def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", "ddim:2,ddim:4,ddpm:3",
+                "--n", 12, "--context", "random", "--guidance", 1, "--out", out]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["eval.json", "fd_vs_nfe.png"]
+    record = json.loads((out / "eval.json").read_text())
+    rows = record["results"]
+    assert [r["spec"] for r in rows] == ["ddim:2", "ddim:4", "ddpm:3"]
+    assert [r["nfe"] for r in rows] == [2, 4, 3] and [r["family"] for r in rows] == ["ddim", "ddim", "ddpm"]
+    for r in rows:
+        assert r["fd"] > 0 and r["seconds"] > 0 and np.isfinite(r["kid"]) and r["kid_std"] >= 0
+        assert 0 <= r["class_accuracy"] <= 1  # a context was used: the feature net's head scores the samples
+    noise = record["noise"]
+    assert noise["real_halves_sizes"] == [64, 64] and noise["fd_real_halves"] > 0
+    assert noise["two_seeds"] == {"spec": "ddim:2", "seeds": [0, 1], "n": 12} and noise["fd_two_seeds"] > 0
+    assert record["n"] == 12 and record["reference_images"] == 128 and "ElvGames" in record["credit"]
+    with Image.open(out / "fd_vs_nfe.png") as plot:
+        assert plot.format == "PNG" and plot.size[0] > 400
+    table = capsys.readouterr().out
+    assert "ddim:4" in table and "class acc" in table and "real vs real" in table
+
+
+def test_eval_is_reproducible_and_options_reach_the_sampler(tiny_model_path, fake_sprites, tmp_path):
+    for name in ("a", "b"):
+        assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--n", 8, "--out", tmp_path / name,
+                    "--samplers", "ddim:3:eta=1,ddpm:3:variance=posterior", "--noise-sampler", "ddim:2"]) == 0
+    a, b = (json.loads((tmp_path / k / "eval.json").read_text()) for k in "ab")
+    strip = ("seconds", "seconds_total")
+    for ra, rb in zip(a["results"], b["results"]):
+        assert {k: v for k, v in ra.items() if k not in strip} == {k: v for k, v in rb.items() if k not in strip}
+    assert a["noise"] == b["noise"]
+    assert [r["family"] for r in a["results"]] == ["ddim eta=1", "ddpm variance=posterior"]
+    assert a["results"][0]["options"] == {"eta": 1.0} and a["results"][0]["class_accuracy"] is None
+    assert a["noise"]["two_seeds"]["spec"] == "ddim:2"
+
+
+@pytest.mark.parametrize("specs, message", [
+    ("ddim:20:etaa=1", "no option 'etaa'"),
+    ("nosuch:10", "unknown sampler 'nosuch'"),
+    ("ddim:0", "between 1 and T=500"),
+    ("ddim:ten", "not an integer"),
+])
+def test_bad_sampler_spec_exits_2_with_one_line(tiny_model_path, fake_sprites, tmp_path, capsys, specs, message):
+    out = tmp_path / "eval"
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", specs, "--n", 4,
+                "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spritediff: error:") and message in err
+    assert not any(out.iterdir())  # nothing written
+
+
+def test_missing_data_and_bad_context_exit_2(tiny_model_path, fake_sprites, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run(["eval", "--model", tiny_model_path, "--data", tmp_path / "none.npy", "--samplers", "ddim:2",
+                "--out", out]) == 2
+    assert "data file not found" in capsys.readouterr().err
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", "ddim:2",
+                "--context", "dragon", "--out", out]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown class 'dragon'" in err
+    assert not any(out.iterdir())
+
+
+def test_real_halves_keep_mirror_pairs_together():
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30, 16, 16, 3), dtype=np.uint8)
+    real = np.concatenate([images, images[:, :, ::-1]])
+    a, b = real_halves(real, seed=3)
+    assert a.sum() == b.sum() == 30 and not (a & b).any()
+    assert np.array_equal(a[:30], a[30:])
