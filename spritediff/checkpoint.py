@@ -52,6 +52,9 @@ def write_atomically(path: str | os.PathLike, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(str(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; make them like any other file
         os.replace(tmp, path)
     except OSError as err:
         raise SpriteDiffError(f"cannot write {path}: {err.strerror or err}") from None

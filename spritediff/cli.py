@@ -27,10 +27,12 @@ def add_sample_parser(sub) -> None:
                                    "predicted x0 at each step), DIR/samples.npy (N,16,16,3 uint8) and DIR/run.json.")
     p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
     p.add_argument("--sampler", default="ddim", help="ddpm, ddim, or another registered sampler (default: ddim)")
-    p.add_argument("--steps", type=int, help="model calls (default: ddpm T=500, ddim 20); any value 1..T")
+    p.add_argument("--steps", type=int, help="sampler steps, any value 1..T (default: ddpm T=500, ddim 20, "
+                                                   "few-step solvers 10); one model call each, heun two")
     p.add_argument("--eta", type=float, help="DDIM noise: 0 deterministic (default), 1 DDPM-like")
     p.add_argument("--variance", choices=["course", "posterior"], help="DDPM noise: course b_t (default) or posterior")
-    p.add_argument("--spacing", help="timestep grid: trailing (default), leading, linspace, quadratic, logsnr")
+    p.add_argument("--spacing", help="timestep grid: trailing, leading, linspace, quadratic, logsnr, karras "
+                                             "(default: the sampler's own, see docs/solvers.md)")
     p.add_argument("--n", type=int, default=32, help="number of samples (default 32)")
     p.add_argument("--batch-size", type=positive_int, help="samples per model call (default: all n at once)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses noise stream (seed, i) (default 0)")
@@ -38,6 +40,8 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    p.add_argument("--eager", action="store_true",
+                   help="on CUDA, skip the fast path (BatchNorm folding, CUDA graph replay)")
     p.add_argument("--out", required=True, help="output folder (created; existing files of the same names replaced)")
     p.set_defaults(run=run_sample)
 
@@ -54,7 +58,7 @@ def run_sample(args) -> int:
     model = load_model(args.model)
     result = sample(model, args.sampler, args.steps, args.n, args.context, args.guidance, args.seed,
                     args.device, args.batch_size, frames=True, progress=sys.stderr.isatty(),
-                    **sampler_options(args))
+                    fast=False if args.eager else None, **sampler_options(args))
     record = {**result.settings, "nfe": result.nfe, "seconds": round(result.seconds, 4),
               "images_per_second": round(args.n / result.seconds, 2), "model": model.path or "default",
               "credit": model.info.get("credit")}
@@ -184,11 +188,17 @@ def run_train(args) -> int:
     model = run_training(config, data, out, resolve_device(args.device), args.ckpt_every, args.resume,
                          progress=sys.stderr.isatty(), data_name=Path(args.data).name,
                          dtype=torch.float32 if args.fp32 else torch.float16)
-    print(f"wrote {out} after {model.info['steps_done']} steps ({model.info['wall_seconds']} s)")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"wrote {out} after {model.info['steps_done']} steps ({model.info['wall_seconds']} s)")
     return 0
 
 
-COMMANDS = [add_sample_parser, add_convert_parser, add_train_parser]
+from .bench import add_bench_parser  # noqa: E402 (bench imports nothing from cli at import time)
+from .evaluate import add_eval_parser  # noqa: E402 (nor do evaluate and features)
+from .features import add_train_features_parser  # noqa: E402
+
+COMMANDS = [add_sample_parser, add_convert_parser, add_train_parser, add_bench_parser, add_train_features_parser,
+            add_eval_parser]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,5 +56,5 @@ def denoise_frames(frames: Sequence[tuple[np.ndarray, np.ndarray]], nrow: int | 
 def save_gif(pictures: Sequence[Image.Image], path, frame_ms: int = 80, hold_last_ms: int = 1500) -> None:
     """Write an endlessly looping GIF; the last frame is held longer."""
     durations = [frame_ms] * (len(pictures) - 1) + [hold_last_ms]
-    pictures[0].save(path, save_all=True, append_images=list(pictures[1:]), duration=durations, loop=0,
+    pictures[0].save(path, format="GIF", save_all=True, append_images=list(pictures[1:]), duration=durations, loop=0,
                      optimize=False)

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from . import render
 from .checkpoint import SpriteModel
 from .context import parse_context
 from .denoiser import Denoiser
 from .errors import SpriteDiffError
+from .fast import CudaGraphEps, fold_batchnorm
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
 
 
@@ -39,6 +40,18 @@ class SampleResult:
             raise SpriteDiffError("this result kept no frames (sample(..., frames=True) keeps them)")
         final = (self.images, self.images)
         render.save_gif(render.denoise_frames(self.frames + [final], nrow, scale), path)
+
+
+def check_options(sampler: str, options: dict) -> None:
+    """A user error for an option the sampler does not take, or a negative eta."""
+    from .specs import sampler_options
+
+    known = sampler_options(sampler)
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SpriteDiffError(f"{sampler} takes no option {', '.join(unknown)}; its options: {', '.join(known) or 'none'}")
+    if options.get("eta", 0) < 0:
+        raise SpriteDiffError(f"eta must be >= 0, got {options['eta']}")
 
 
 def sample_generators(seed: int, n: int, stream: int = 0) -> list[torch.Generator]:
@@ -77,11 +90,13 @@ def resolve_device(device: str | None) -> torch.device:
 def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, n: int = 32,
            context: str | torch.Tensor | None = None, guidance: float = 0.0, seed: int = 0,
            device: str | None = "cpu", batch_size: int | None = None, frames: bool = True,
-           progress: bool = False, **sampler_options) -> SampleResult:
+           progress: bool = False, fast: bool | None = None, **sampler_options) -> SampleResult:
     """Draw n samples. steps defaults to the sampler's (ddpm: T, ddim: 20).
 
     context: a spec string (see spritediff.context), an (n, n_cfeat) tensor, or None.
     sampler_options: the sampler's own keywords (eta, spacing, variance, ...).
+    fast: fold BatchNorm into the convolutions and, on CUDA, replay each batch's model call from a
+    captured CUDA graph (spritediff.fast); None means on for CUDA, off on the CPU.
     """
     if sampler not in SAMPLERS:
         raise SpriteDiffError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
@@ -92,10 +107,11 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
         raise SpriteDiffError(f"n must be at least 1, got {n}")
     if guidance < 0:
         raise SpriteDiffError(f"guidance must be >= 0, got {guidance}")
-    if sampler_options.get("eta", 0) < 0:
-        raise SpriteDiffError(f"eta must be >= 0, got {sampler_options['eta']}")
+    check_options(sampler, sampler_options)
     device = resolve_device(device)
+    fast = device.type == "cuda" if fast is None else fast
     net = model.net.to(device).eval()
+    net = fold_batchnorm(net) if fast else net
     generators = sample_generators(seed, n)
     if isinstance(context, torch.Tensor):
         contexts = context.float()
@@ -109,7 +125,9 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
     for lo in range(0, n, batch_size):
         hi = min(lo + batch_size, n)
         ctx = None if contexts is None else contexts[lo:hi]
-        eps_fn = CountingEps(Denoiser(net, model.schedule, ctx, guidance))
+        x_T = initial_noise(generators[lo:hi], shape).to(device)
+        eps_fn = Denoiser(net, model.schedule, ctx, guidance)
+        eps_fn = CountingEps(CudaGraphEps(eps_fn, x_T) if fast and device.type == "cuda" else eps_fn)
         batch_frames: list = []
 
         def record(info: StepInfo) -> None:
@@ -119,7 +137,6 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
                 if lo == 0:
                     timesteps.append(info.t)
 
-        x_T = initial_noise(generators[lo:hi], shape).to(device)
         x0 = SAMPLERS[sampler](eps_fn, x_T, model.schedule, steps=steps, generator=generators[lo:hi],
                                callback=record if frames or progress else None, **sampler_options)
         images.append(render.to_uint8(x0))

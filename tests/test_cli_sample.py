@@ -108,6 +108,8 @@ BAD_INPUTS = [
     (["--context", "dragon"], "unknown class 'dragon'"),
     (["--guidance", "-1", "--context", "hero"], "guidance must be >= 0"),
     (["--n", "0"], "n must be at least 1"),
+    (["--sampler", "heun", "--eta", "0"], "heun takes no option eta"),
+    (["--spacing", "cubic"], "unknown spacing 'cubic'"),
 ]
 
 

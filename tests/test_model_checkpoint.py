@@ -156,3 +156,9 @@ def test_pickled_code_is_refused(tmp_path):
     torch.save({"w": Evil()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
     with pytest.raises(SpriteDiffError, match="not a readable PyTorch state_dict"):
         load_model(tmp_path / "evil.pth")
+
+
+def test_saved_models_are_readable_like_other_files(tmp_path):
+    save_model(tiny_model(), tmp_path / "m.safetensors")
+    (tmp_path / "plain.txt").write_text("x")
+    assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
