@@ -15,6 +15,7 @@ from .context import parse_context
 from .denoiser import Denoiser
 from .errors import SpriteDiffError
 from .fast import CudaGraphEps, fold_batchnorm
+from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
 
 
@@ -56,8 +57,7 @@ def check_options(sampler: str, options: dict) -> None:
 
 def sample_generators(seed: int, n: int, stream: int = 0) -> list[torch.Generator]:
     """One CPU generator per sample, seeded from (seed, index, stream), so sample i never depends on n."""
-    states = (np.random.SeedSequence([seed, i, stream]).generate_state(2, dtype=np.uint32) for i in range(n))
-    return [torch.Generator().manual_seed(int(s[0]) << 31 ^ int(s[1])) for s in states]
+    return [keyed_generator(seed, i, stream) for i in range(n)]
 
 
 def initial_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:

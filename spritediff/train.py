@@ -17,7 +17,6 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -29,6 +28,7 @@ from .data import SpriteData
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .rng import keyed_generator
 from .schedule import Schedule
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
@@ -55,11 +55,6 @@ class TrainConfig:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
 
 
-def step_generator(seed: int, step: int, stream: int) -> torch.Generator:
-    state = np.random.SeedSequence([seed, step, stream]).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 31 ^ int(state[1]))
-
-
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     """(batch,) row indices of global step `step`: rows [step*batch, (step+1)*batch) of the endless
     stream of per-epoch permutations (epoch e shuffled by generator (seed, e))."""
@@ -67,7 +62,7 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     epoch, offset = divmod(start, n)
     rows = []
     while sum(len(r) for r in rows) < batch:
-        perm = torch.randperm(n, generator=step_generator(seed, epoch, stream=99))
+        perm = torch.randperm(n, generator=keyed_generator(seed, epoch, 99))
         rows.append(perm[offset:offset + batch - sum(len(r) for r in rows)])
         epoch, offset = epoch + 1, 0
     return torch.cat(rows)
@@ -75,7 +70,7 @@ def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
 
 def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
     """The global batch's random draws at this step: t (B,) in 1..T, noise (B,*shape), keep-context mask (B,)."""
-    g = step_generator(config.seed, step, stream=0)
+    g = keyed_generator(config.seed, step, 0)
     t = torch.randint(1, config.T + 1, (config.batch,), generator=g)
     noise = torch.randn((config.batch, *shape), generator=g)
     keep = (torch.rand(config.batch, generator=g) >= config.context_drop).float()
