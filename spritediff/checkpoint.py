@@ -32,7 +32,7 @@ class SpriteModel:
     schedule: Schedule
     classes: tuple[str, ...]
     info: dict = field(default_factory=dict)  # how it was made (training command, data, credit)
-    path: str | None = None
+    path: str | None = None  # as the user gave it; None for the shipped default model
 
     def config(self) -> dict:
         return {"format": FORMAT, "net": self.net.config(), "schedule": self.schedule.to_config(),
@@ -74,7 +74,7 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     net = build_net(config.get("net", {}), path)
     load_state(net, state, path)
     return SpriteModel(net, Schedule.from_config(config["schedule"]), tuple(config["classes"]),
-                       config.get("info", {}), str(path))
+                       config.get("info", {}), None if path == DEFAULT_MODEL else str(path))
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:

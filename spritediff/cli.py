@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
 
 
@@ -37,7 +38,9 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--batch-size", type=positive_int, help="samples per model call (default: all n at once)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses noise stream (seed, i) (default 0)")
     p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random' or 'none' (default none)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight w with a context: (1+w) eps(c) - w eps(0); 0 is the plain "
+                        f"conditional model (default {DEFAULT_GUIDANCE}, the best FD in docs/results.md)")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--eager", action="store_true",

@@ -6,6 +6,8 @@ from torch import nn
 
 from .schedule import Schedule
 
+DEFAULT_GUIDANCE = 0.5  # best FD with the default model in docs/results.md (guidance table); 0 = plain conditional
+
 
 class Denoiser:
     """eps(x, t) for a net trained on t/T, conditioned on a fixed per-sample context.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
 
 DEFAULT_N = 1000
@@ -39,9 +40,12 @@ def add_eval_parser(sub) -> None:
                    help=f"samples per sampler (default {DEFAULT_N}; FD's noise shrinks as n grows)")
     p.add_argument("--seed", type=int, default=0, help="sample i uses noise stream (seed, i); the two-seed noise "
                                                        "run uses seed+1 (default 0)")
-    p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random' or 'none' (default none); "
+    p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random', 'data' (the label of a random real "
+                                     "image, so the class mix of --labels) or 'none' (default none); "
                                      "with one, the class accuracy of the samples is reported")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance weight w (default 0)")
+    p.add_argument("--labels", help="(N,K) labels .npy of --data, for --context data")
+    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+                   help=f"classifier-free guidance weight w, used with a context (default {DEFAULT_GUIDANCE})")
     p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
     p.add_argument("--features", help="feature net .safetensors (default: the shipped sprite feature net)")
     p.add_argument("--batch-size", type=positive_int, help="samples per model call (default: all n at once)")
@@ -71,8 +75,15 @@ def run_eval(args) -> int:
     T = model.schedule.T
     specs = parse_sampler_specs(args.samplers, T)
     noise_spec = parse_sampler_spec(args.noise_sampler, T) if args.noise_sampler else specs[0]
-    contexts = parse_context(args.context, model.classes, args.n, sample_generators(args.seed, args.n, stream=1))
-    real = base_set(load_data(args.data).images.numpy())[0]
+    data = load_data(args.data, args.labels)
+    real, labels = base_set(data.images.numpy(), None if data.labels is None else data.labels.numpy())
+    context_streams = sample_generators(args.seed, args.n, stream=1)
+    if (args.context or "").strip().lower() == "data":
+        if labels is None:
+            raise SpriteDiffError("--context data draws each sample's context from the real labels: give --labels")
+        contexts = label_rows(torch.from_numpy(labels), context_streams)
+    else:
+        contexts = parse_context(args.context, model.classes, args.n, context_streams)
     shape = (model.net.height, model.net.height, model.net.in_channels)
     if real.shape[1:] != shape:
         raise SpriteDiffError(f"--data images are {real.shape[1:]} but the model makes {shape} (H,W,C)")
@@ -165,6 +176,14 @@ class Evaluation:
         }
 
 
+def label_rows(labels, generators):
+    """(n, K) contexts: row i is the label of a real image drawn with generators[i] (the data's class mix)."""
+    import torch
+
+    picks = [int(torch.randint(len(labels), (1,), generator=g)) for g in generators]
+    return labels[picks].float()
+
+
 def family(spec) -> str:
     """A line of the plot: the sampler and its options, all steps together ("ddim", "ddim eta=1")."""
     return " ".join([spec.name, *(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
@@ -205,6 +224,17 @@ def format_table(rows: list[dict], noise: dict) -> str:
     return "\n".join(lines)
 
 
+def readable_ticks(values: list[int], min_ratio: float = 1.25) -> list[int]:
+    """The sorted values, dropping any within min_ratio of the last one kept (9 next to 10 on a log axis)."""
+    kept: list[int] = []
+    for v in values:
+        if not kept or v >= kept[-1] * min_ratio:
+            kept.append(v)
+        elif v % 10 == 0 or v % 5 == 0:
+            kept[-1] = v  # prefer the round number of a crowded pair
+    return kept
+
+
 def plot_fd_vs_nfe(rows: list[dict], noise: dict, path: Path, title: str = "") -> None:
     """FD against NFE (log x, log y), one line per sampler family, the real-vs-real noise as a band."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -229,7 +259,7 @@ def plot_fd_vs_nfe(rows: list[dict], noise: dict, path: Path, title: str = "") -
         ax.plot(*zip(*points), marker="o", label=name)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    nfes = sorted({r["nfe"] for r in rows})
+    nfes = readable_ticks(sorted({r["nfe"] for r in rows}))
     ax.set_xticks(nfes, [str(v) for v in nfes])  # the NFEs measured, as plain numbers
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_ylim(low, high)

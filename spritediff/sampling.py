@@ -12,7 +12,7 @@ from tqdm import tqdm
 from . import render
 from .checkpoint import SpriteModel
 from .context import parse_context
-from .denoiser import Denoiser
+from .denoiser import DEFAULT_GUIDANCE, Denoiser
 from .errors import SpriteDiffError
 from .fast import CudaGraphEps, fold_batchnorm
 from .rng import keyed_generator
@@ -88,7 +88,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, n: int = 32,
-           context: str | torch.Tensor | None = None, guidance: float = 0.0, seed: int = 0,
+           context: str | torch.Tensor | None = None, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,
            device: str | None = "cpu", batch_size: int | None = None, frames: bool = True,
            progress: bool = False, fast: bool | None = None, **sampler_options) -> SampleResult:
     """Draw n samples. steps defaults to the sampler's (ddpm: T, ddim: 20).

@@ -94,3 +94,22 @@ def test_real_halves_keep_mirror_pairs_together():
     a, b = real_halves(real, seed=3)
     assert a.sum() == b.sum() == 30 and not (a & b).any()
     assert np.array_equal(a[:30], a[30:])
+
+
+def test_context_data_follows_the_label_mix():
+    import torch
+
+    from spritediff.evaluate import label_rows
+    from spritediff.sampling import sample_generators
+
+    labels = torch.eye(5)[[1] * 90 + [3] * 10]  # 90% non-hero, 10% spell
+    rows = label_rows(labels, sample_generators(0, 2000, stream=1))
+    share = rows.mean(0)
+    assert rows.sum(1).eq(1).all() and abs(share[1] - 0.9) < 0.03 and abs(share[3] - 0.1) < 0.03
+    assert torch.equal(rows[:7], label_rows(labels, sample_generators(0, 7, stream=1)))  # row i ignores n
+
+
+def test_context_data_needs_labels(tiny_model_path, fake_sprites, tmp_path, capsys):
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", "ddim:2",
+                "--context", "data", "--out", tmp_path / "e"]) == 2
+    assert "give --labels" in capsys.readouterr().err
