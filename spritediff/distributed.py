@@ -47,7 +47,10 @@ def local_device(device: torch.device) -> torch.device:
 
 
 def close_world(world: World) -> None:
+    """Leave the process group together: a rank that tears gloo down while rank 0 is still writing its
+    checkpoint can abort ("terminate called without an active exception")."""
     if world.size > 1 and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
