@@ -38,8 +38,3 @@ class Denoiser:
         eps_c, eps_u = self.net(torch.cat([x, x]), torch.cat([time, time]),
                                 torch.cat([c, torch.zeros_like(c)])).chunk(2)
         return eps_c + self.guidance * (eps_c - eps_u)
-
-    def x0(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The predicted clean image x0_hat = (x - sqrt(1 - ab_t) eps) / sqrt(ab_t), (B,C,H,W)."""
-        ab = self.schedule.alphas_cumprod.to(x.device)[t].to(x.dtype).view(-1, 1, 1, 1)
-        return (x - (1 - ab).sqrt() * self(x, t)) / ab.sqrt()

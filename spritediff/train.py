@@ -7,6 +7,7 @@ uninterrupted single-process run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -58,14 +59,19 @@ class TrainConfig:
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
     """(batch,) row indices of global step `step`: rows [step*batch, (step+1)*batch) of the endless
     stream of per-epoch permutations (epoch e shuffled by generator (seed, e))."""
-    start = step * batch
-    epoch, offset = divmod(start, n)
-    rows = []
-    while sum(len(r) for r in rows) < batch:
-        perm = torch.randperm(n, generator=keyed_generator(seed, epoch, 99))
-        rows.append(perm[offset:offset + batch - sum(len(r) for r in rows)])
+    epoch, offset = divmod(step * batch, n)
+    rows, taken = [], 0
+    while taken < batch:
+        rows.append(epoch_permutation(n, seed, epoch)[offset:offset + batch - taken])
+        taken += len(rows[-1])
         epoch, offset = epoch + 1, 0
     return torch.cat(rows)
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """(n,) the order of epoch `epoch`, drawn once per epoch rather than once per step."""
+    return torch.randperm(n, generator=keyed_generator(seed, epoch, 99))
 
 
 def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
