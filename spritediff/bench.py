@@ -222,14 +222,14 @@ def cpu_name() -> str:
 
 
 def add_bench_parser(sub) -> None:
-    from .cli import positive_int
+    from .cli import add_model_argument, positive_int
 
     p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
                        description="Time each sampler on one model: median wall time over --repeat runs after a "
                                    "warm-up, NFE, images/s, time per model call, speed-up over ddpm:T (else over "
                                    "the first sampler), and the bare cost of NFE model calls, which shows the "
                                    "sampler's own overhead.")
-    p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--samplers", help="comma-separated specs name:steps[:key=value...], e.g. "
                                       "ddpm:500,ddim:20,ddim:20:eta=1,ddpm:100:variance=posterior "
                                       "(default: ddpm:T,ddim:20)")

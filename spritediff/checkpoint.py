@@ -46,6 +46,16 @@ def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype =
     write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(model.config())}))
 
 
+def model_out_path(path: str | os.PathLike) -> Path:
+    """Check, before any work, that path can take a model file: a .safetensors name in an existing folder."""
+    out = Path(path)
+    if out.suffix != ".safetensors":
+        raise SpriteDiffError(f"--out must end in .safetensors, got {out}")
+    if not out.parent.is_dir():
+        raise SpriteDiffError(f"--out folder {out.parent} does not exist")
+    return out
+
+
 def write_atomically(path: str | os.PathLike, write) -> None:
     """Call write(tmp_path), then rename tmp_path over path; on failure nothing is left at path."""
     path = Path(path)

@@ -15,6 +15,10 @@ from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
 
 
+def add_model_argument(parser) -> None:
+    parser.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -26,7 +30,7 @@ def add_sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="sample a model; write grid.png, denoise.gif, samples.npy, run.json",
                        description="Sample a sprite model and write DIR/grid.png, DIR/denoise.gif (x_t beside the "
                                    "predicted x0 at each step), DIR/samples.npy (N,16,16,3 uint8) and DIR/run.json.")
-    p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--sampler", default="ddim", help="ddpm, ddim, or another registered sampler (default: ddim)")
     p.add_argument("--steps", type=int, help="sampler steps, any value 1..T (default: ddpm T=500, ddim 20, "
                                                    "few-step solvers 10); one model call each, heun two")
@@ -175,15 +179,12 @@ def run_train(args) -> int:
 
     import torch
 
+    from .checkpoint import model_out_path
     from .data import load_data
     from .sampling import resolve_device
     from .train import COURSE_STEPS, TrainConfig, run_training
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise SpriteDiffError(f"--out must end in .safetensors, got {out}")
-    if not out.parent.is_dir():
-        raise SpriteDiffError(f"--out folder {out.parent} does not exist")
+    out = model_out_path(args.out)
     data = load_data(args.data, args.labels)
     steps = args.steps or (math.ceil(args.epochs * len(data) / args.batch) if args.epochs else COURSE_STEPS)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,

@@ -23,14 +23,14 @@ DEFAULT_N = 1000
 
 
 def add_eval_parser(sub) -> None:
-    from .cli import positive_int
+    from .cli import add_model_argument, positive_int
 
     p = sub.add_parser("eval", help="FD/KID of samplers against real sprites; quality against NFE and seconds",
                        description="Sample the model with each sampler spec, and compare the samples with the real "
                                    "sprites by FD and KID in the sprite feature net's features. Prints a table and "
                                    "writes DIR/eval.json and DIR/fd_vs_nfe.png. Also measures the metric's own noise: "
                                    "FD between two halves of the real set and between two seeds of one sampler.")
-    p.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    add_model_argument(p)
     p.add_argument("--data", required=True, help="the real sprites: (N,H,H,3) uint8 .npy (the course's file or the "
                                                  "base set) or a folder of class subfolders")
     p.add_argument("--samplers", required=True,

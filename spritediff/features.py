@@ -336,13 +336,10 @@ def add_train_features_parser(sub) -> None:
 
 
 def run_train_features(args) -> int:
+    from .checkpoint import model_out_path
     from .data import base_set, load_data
 
-    out = Path(args.out)
-    if out.suffix != ".safetensors":
-        raise SpriteDiffError(f"--out must end in .safetensors, got {out}")
-    if not out.parent.is_dir():
-        raise SpriteDiffError(f"--out folder {out.parent} does not exist")
+    out = model_out_path(args.out)
     for name in ("epochs", "batch", "width", "n_features"):
         if getattr(args, name) < 1:
             raise SpriteDiffError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
