@@ -1,4 +1,9 @@
-"""FD and KID of sprite sets in the sprite feature net's feature space, computed by torchmetrics.
+"""FD, KID, precision and recall of sprite sets in the sprite feature net's feature space.
+
+FD and KID are computed by torchmetrics. Precision and recall (Kynkäänniemi et al., 2019) split what
+FD mixes: precision is the fraction of generated sprites that fall inside the real sprites' manifold
+(each real sprite's ball reaching its k-th nearest real neighbour), recall the fraction of real
+sprites inside the generated ones' manifold. Poor sprites lower precision; too few kinds lower recall.
 
 torchmetrics' FrechetInceptionDistance and KernelInceptionDistance take any nn.Module as `feature=`;
 with one, they need neither torch-fidelity nor downloaded Inception weights, and FD's matrix square
@@ -19,6 +24,7 @@ from .features import FeatureModel, SpriteFeatureNet
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
+NEIGHBOURS = 3  # k of the k-NN manifolds, as Kynkäänniemi et al. recommend
 
 
 class SpriteFeatures(nn.Module):
@@ -27,10 +33,11 @@ class SpriteFeatures(nn.Module):
     def __init__(self, net: SpriteFeatureNet):
         super().__init__()
         self.net = net.eval()
-        self.num_features = net.n_features  # torchmetrics reads this instead of probing with a random image
+        self.num_features = net.feature_dim  # torchmetrics reads this instead of probing with a random image
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """(N,C,H,W) uint8 -> (N,feature_dim) float64."""
         return self.net.features(images.float() / 127.5 - 1.0).double()
 
     def train(self, mode: bool = True) -> "SpriteFeatures":
@@ -64,6 +71,9 @@ class SpriteQuality:
             self.kid = KernelInceptionDistance(feature=self.extractor, reset_real_features=False,
                                                subsets=kid_subsets, subset_size=kid_subset_size)
         self.n_reference = len(reference)
+        self.features = features
+        self.reference_features = features.features(reference)
+        self.reference_radii = knn_radii(self.reference_features)
         self._update(reference, real=True)
 
     def _update(self, images: np.ndarray, real: bool) -> None:
@@ -75,7 +85,7 @@ class SpriteQuality:
             self.kid.update(x[lo:lo + self.batch], real=real)
 
     def score(self, images: np.ndarray) -> dict:
-        """(N,H,W,3) uint8, N >= 2 -> {"fd", "kid", "kid_std"} against the reference set."""
+        """(N,H,W,3) uint8, N >= 2 -> {"fd", "kid", "kid_std", "precision", "recall"} against the reference."""
         self.fid.reset()
         self.kid.reset()
         self._update(images, real=False)
@@ -84,7 +94,23 @@ class SpriteQuality:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             kid, kid_std = self.kid.compute()
-        return {"fd": fd, "kid": float(kid), "kid_std": float(kid_std)}
+        generated = self.features.features(images)
+        precision = coverage(self.reference_features, self.reference_radii, generated)
+        recall = coverage(generated, knn_radii(generated), self.reference_features)
+        return {"fd": fd, "kid": float(kid), "kid_std": float(kid_std), "precision": precision, "recall": recall}
+
+
+def knn_radii(features: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:
+    """(N,D) -> (N,) distance from each point to its k-th nearest other point of the same set."""
+    k = min(k, len(features) - 1)
+    distances = torch.cdist(features, features)
+    return distances.kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself (0)
+
+
+def coverage(manifold: torch.Tensor, radii: torch.Tensor, points: torch.Tensor) -> float:
+    """Fraction of points (M,D) inside at least one ball (manifold (N,D), radii (N,))."""
+    inside = torch.cdist(points, manifold) <= radii[None]
+    return float(inside.any(1).double().mean())
 
 
 def frechet_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray) -> float:
@@ -93,12 +119,6 @@ def frechet_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray) -> fl
     fid.update(_nchw(a), real=True)
     fid.update(_nchw(b), real=False)
     return float(fid.compute())
-
-
-def kernel_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """KID (mean, std over subsets) between two (N,H,W,3) uint8 sets, by torchmetrics."""
-    scores = SpriteQuality(features, a, seed=seed).score(b)
-    return scores["kid"], scores["kid_std"]
 
 
 def class_accuracy(features: FeatureModel, images: np.ndarray, contexts: torch.Tensor,

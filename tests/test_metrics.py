@@ -1,4 +1,5 @@
-"""The sprite feature net (asset, training, split by sprite) and FD/KID through torchmetrics."""
+"""The sprite feature net (asset, training, split by sprite), FD/KID through torchmetrics, precision/recall,
+and the validation that the feature space sees damage (docs/metric.md)."""
 import json
 
 import numpy as np
@@ -10,10 +11,13 @@ from spritediff.cli import main
 from spritediff.errors import SpriteDiffError
 from spritediff.features import (DEFAULT_FEATURES, FeatureTrainConfig, held_out_split, load_features, sprite_groups,
                                  train_feature_net)
-from spritediff.metrics import SpriteQuality, class_accuracy, frechet_distance, kernel_distance
+from spritediff.metrics import SpriteQuality, class_accuracy, coverage, frechet_distance, knn_radii
+from spritediff.disturbances import gaussian_noise
+from spritediff.validation import LEVELS, disturbance_curves, rises
 
 CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
-ASSET_MIN_ACCURACY = 0.97  # measured 0.991 on all 1,788 base sprites (0.955 on the 356 held out), less a margin
+ASSET_MIN_ACCURACY = 0.92  # measured 0.949 on all 1,788 base sprites, less a margin
+ASSET_MIN_HELD_OUT_ACCURACY = 0.83  # measured 0.857 on the 356 sprites never trained on, less a margin
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +78,7 @@ def test_fd_matches_scipy_on_the_same_features_and_is_symmetric(features):
     expected = reference_fd(features.features(a).numpy(), features.features(b).numpy())
     assert frechet_distance(features, a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(features, b, a) == pytest.approx(expected, rel=1e-6)
-    assert expected > 1
+    assert expected > 0.1  # the real sprites' features have trace 4: two unlike sets are far apart
 
 
 def test_fd_of_a_set_with_itself_is_zero(features):
@@ -99,9 +103,56 @@ def test_kid_is_reproducible_and_leaves_the_global_rng_alone(features):
     torch.manual_seed(5)
     before = torch.rand(1)
     torch.manual_seed(5)
-    first = kernel_distance(features, a, b, seed=3)
+    first = SpriteQuality(features, a, seed=3).score(b)
     assert torch.rand(1) == before
-    assert kernel_distance(features, a, b, seed=3) == first
+    assert SpriteQuality(features, a, seed=3).score(b) == first
+
+
+# --- precision and recall --------------------------------------------------------------------------
+
+
+def test_knn_radius_is_the_distance_to_the_kth_other_point():
+    points = torch.tensor([[0.0], [1.0], [3.0], [7.0]], dtype=torch.float64)
+    assert knn_radii(points, k=1).tolist() == [1.0, 1.0, 2.0, 4.0]
+    assert knn_radii(points, k=2).tolist() == [3.0, 2.0, 3.0, 6.0]
+    # balls [-1, 1], [0, 2], [1, 5], [3, 11]: 0.5 and 5.5 are inside one, 12 is in none
+    assert coverage(points, knn_radii(points, k=1), torch.tensor([[0.5], [5.5], [12.0]], dtype=torch.float64)) \
+        == pytest.approx(2 / 3)
+    assert coverage(points, knn_radii(points, k=1), torch.tensor([[11.5], [-1.5]], dtype=torch.float64)) == 0.0
+
+
+def test_precision_falls_with_poor_sprites_and_recall_with_too_few_kinds(features, sprites):
+    images, labels = sprites
+    quality = SpriteQuality(features, images, kid_subsets=5)
+    same = quality.score(images)
+    assert same["precision"] == 1.0 and same["recall"] == 1.0
+    noisy = quality.score(gaussian_noise(images, 1.0))  # noise of 64 levels: poor sprites, off the real manifold
+    assert noisy["precision"] < 0.8 and noisy["fd"] > 0.1
+    one_class = quality.score(images[labels.argmax(1) == 2])  # food only: every sprite real, few kinds
+    assert one_class["precision"] == 1.0 and one_class["recall"] < 0.4
+
+
+# --- the validation: the features see damage (Heusel et al. 2017, Fig. 1) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def curves(features, sprites):
+    images = sprites[0][::3]  # 596 sprites: enough for the ordering, small enough for CI
+    return disturbance_curves(features, images, images, kid_subsets=5)
+
+
+@pytest.mark.parametrize("name", ["gaussian noise", "blur", "colour jitter", "salt and pepper", "swapped patches",
+                                  "palette noise"])
+def test_fd_rises_with_every_kind_of_damage(curves, name):
+    fds = [score["fd"] for score in curves[name]]
+    assert len(fds) == len(LEVELS) and abs(fds[0]) < 1e-6
+    assert rises(fds), fds
+
+
+@pytest.mark.parametrize("name", ["gaussian noise", "blur", "salt and pepper", "palette noise"])
+def test_precision_falls_as_the_sprites_are_damaged(curves, name):
+    precisions = [score["precision"] for score in curves[name]]
+    assert precisions[0] == 1.0 and precisions[-1] < 0.9 and precisions == sorted(precisions, reverse=True)
 
 
 def test_class_accuracy_scores_the_asked_for_class(features, sprites):
@@ -118,14 +169,14 @@ def test_class_accuracy_scores_the_asked_for_class(features, sprites):
 
 
 def test_asset_is_small_and_says_how_it_was_made():
-    assert DEFAULT_FEATURES.stat().st_size < 700_000
+    assert DEFAULT_FEATURES.stat().st_size < 1_300_000
     with safe_open(str(DEFAULT_FEATURES), framework="pt") as f:
         config = json.loads(f.metadata()["spritediff"])
     info = config["info"]
     assert config["net"]["arch"] == "SpriteFeatureNet" and config["classes"] == list(CLASSES)
     assert info["command"].startswith("spritediff train-features --data ")
     assert not any(word.startswith("/") for word in info["command"].split())  # no paths of one machine
-    assert info["seed"] == 0 and 0.9 < info["held_out"]["accuracy"] <= 1
+    assert info["seed"] == 0 and ASSET_MIN_HELD_OUT_ACCURACY < info["held_out"]["accuracy"] <= 1
     assert info["credit"] == "Sprites by ElvGames, FrootsnVeggies and kyrise"
 
 
@@ -136,6 +187,7 @@ def test_asset_classifies_the_real_sprites(features, sprites):
     assert correct.mean() > ASSET_MIN_ACCURACY
     # the recorded held-out accuracy is that of the stored (fp16) weights on the recorded split
     held = held_out_split(sprite_groups(images), targets, features.info["config"]["held_out"], features.info["seed"])
+    assert correct[held].mean() > ASSET_MIN_HELD_OUT_ACCURACY
     assert held.sum() == features.info["held_out"]["rows"]
     assert round(float(correct[held].mean()), 4) == features.info["held_out"]["accuracy"]
 
@@ -208,7 +260,7 @@ def test_train_features_command(tmp_path, capsys):
                  "--out", str(out), "--epochs", "1", "--width", "4", "--n-features", "8"]) == 0
     model = load_features(out)
     assert model.info["data"]["rows_used"] == 120  # the 50 tiled copies are read as one base set
-    assert model.info["held_out"]["rows"] == 20 and model.features(images).shape == (60, 8)
+    assert model.info["held_out"]["rows"] == 20 and model.features(images).shape == (60, 8 + 16 + 32 + 8)
     assert "held-out accuracy" in capsys.readouterr().out
     assert main(["train-features", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "g.safetensors")]) == 2
     assert "--labels" in capsys.readouterr().err and not (tmp_path / "g.safetensors").exists()
