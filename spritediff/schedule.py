@@ -20,7 +20,9 @@ SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr", "karras")
 class Schedule:
     """A discrete variance-preserving schedule over t = 0..T.
 
-    betas: (T+1,) float64, as defined (betas[0] is unused by the maths: alphas_cumprod[0] := 1).
+    betas: (T+1,) float64, as defined. betas[0] enters every alphas_cumprod[t >= 1] through the
+        cumulative product (1 - b_0)(1 - b_1)...(1 - b_t), as in the course; only alphas_cumprod[0] is
+        then set to 1, so ab_1 / ab_0 = (1 - b_0)(1 - b_1), not 1 - b_1.
     alphas_cumprod: (T+1,) float64, decreasing from alphas_cumprod[0] = 1.
     """
 

@@ -1,4 +1,4 @@
-"""The Gaussian-mixture oracle of DESIGN.md: exact eps for p0 = sum_k w_k N(mu_k, s^2 I), and the exact
+"""The Gaussian-mixture oracle (docs/design.md): exact eps for p0 = sum_k w_k N(mu_k, s^2 I), and the exact
 probability-flow ODE solution to check deterministic samplers against, all in float64."""
 from __future__ import annotations
 
