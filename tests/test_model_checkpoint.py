@@ -162,3 +162,19 @@ def test_saved_models_are_readable_like_other_files(tmp_path):
     save_model(tiny_model(), tmp_path / "m.safetensors")
     (tmp_path / "plain.txt").write_text("x")
     assert (tmp_path / "m.safetensors").stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777
+
+
+@pytest.mark.parametrize("height", [8, 12, 24, 32, 48, 64])
+def test_contextunet_runs_at_any_multiple_of_four_with_the_course_keys(height):
+    """The course's net is 16x16; other sizes keep its weight keys and shapes, but the first
+    up-convolution, whose kernel spans the H/4 x H/4 map that the pooling reduced to one vector."""
+    from spritediff.models import ContextUnet
+
+    torch.manual_seed(0)
+    net, course = ContextUnet(4, 8, 5, height), ContextUnet(4, 8, 5, 16)
+    x = torch.randn(3, 4, height, height)
+    assert net(x, torch.rand(3), torch.rand(3, 5)).shape == x.shape
+    shapes, course_shapes = ({k: v.shape for k, v in n.state_dict().items()} for n in (net, course))
+    assert shapes.keys() == course_shapes.keys()
+    assert {k for k in shapes if shapes[k] != course_shapes[k]} == {"up0.0.weight"}
+    assert shapes["up0.0.weight"][-2:] == (height // 4, height // 4)

@@ -40,11 +40,16 @@ def test_ddpm_reproduces_the_mixture(variance):
 
 
 def test_ddpm_with_skipped_steps_still_samples_the_mixture():
-    x = SAMPLERS["ddpm"](EPS, noise(4000, 3), SCHED, steps=50, variance="posterior",
-                         generator=torch.Generator().manual_seed(4))
-    fractions, means, _ = component_stats(x)
+    x_T = noise(4000, 3)
+    x = SAMPLERS["ddpm"](EPS, x_T, SCHED, steps=50, variance="posterior", generator=torch.Generator().manual_seed(4))
+    fractions, means, stds = component_stats(x)
     assert torch.allclose(fractions, GM.weights, atol=0.03)
     assert torch.allclose(means, GM.means.reshape(3, -1), atol=0.05)
+    assert torch.allclose(stds, torch.full((3,), GM.std, dtype=torch.float64), atol=0.04), stds
+    # a stochastic sampler: other noise along the way, from the same x_T, ends elsewhere (a deterministic
+    # DDIM would return x again); with the posterior variance most of x's spread comes from that noise
+    again = SAMPLERS["ddpm"](EPS, x_T, SCHED, steps=50, variance="posterior", generator=torch.Generator().manual_seed(5))
+    assert (again - x).abs().mean() > 0.5 * GM.std
 
 
 def test_ddim_converges_to_the_probability_flow_ode_at_first_order():

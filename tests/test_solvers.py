@@ -250,3 +250,28 @@ def test_float32_in_float32_out():
         assert x0.dtype == torch.float32 and torch.isfinite(x0).all()
     x0 = SAMPLERS["dpmpp-2m"](gm.eps_fn(schedule), x_T, schedule)
     torch.testing.assert_close(x0.double(), reference, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("degree", [0, 1, 2, 3])
+def test_plms_combines_eps_with_adams_bashforth_coefficients_exactly(monkeypatch, degree):
+    """Adams-Bashforth of order p integrates a polynomial of degree p - 1 in the step index exactly:
+    sum_j b_j q(i - j) = integral of q from i to i + 1. With eps = q(step index), the eps' that PLMS hands
+    to its transfer step must be that integral from step `degree` on (orders 1, 2, 3 in the warm-up, then 4),
+    which pins all ten coefficients; a method of lower order fails from the step where it falls short."""
+    import spritediff.samplers.plms as plms
+
+    schedule, steps = Schedule.course(), 12
+    grid = schedule.timesteps(steps, "logsnr")
+    coefficients = np.random.default_rng(degree).normal(size=degree + 1)  # q(u) = sum_k c_k u^k
+    index_of = {int(t): i for i, t in enumerate(grid)}
+    used = []
+    monkeypatch.setattr(plms, "transfer", lambda x, eps, ab_t, ab_s: used.append(float(eps.flatten()[0])) or x)
+
+    def eps_fn(x, t):
+        return torch.full_like(x, float(np.polyval(coefficients[::-1], index_of[int(t[0])])))
+
+    SAMPLERS["plms"](eps_fn, torch.zeros(1, 1, 1, 1, dtype=torch.float64), schedule, steps=steps)
+    antiderivative = np.polyint(coefficients[::-1])
+    exact = [np.polyval(antiderivative, i + 1) - np.polyval(antiderivative, i) for i in range(len(used))]
+    assert len(used) == steps - 1  # every step but the last, which lands on x0_hat
+    np.testing.assert_allclose(used[degree:], exact[degree:], rtol=1e-12, atol=1e-12)

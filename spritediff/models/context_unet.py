@@ -84,8 +84,9 @@ class EmbedFC(nn.Module):
 
 
 class ContextUnet(nn.Module):
-    """The course's U-Net: 16x16 -> 8x8 -> 4x4 -> 1 vector -> back up, time and context embeddings
-    multiplied (context) and added (time) at the two upsampling stages.
+    """The course's U-Net: HxH -> H/2 -> H/4 -> 1 vector -> back up, time and context embeddings
+    multiplied (context) and added (time) at the two upsampling stages. The course's net is H = 16; any
+    multiple of 4 works (the pooling and the first up-convolution span H/4), with the same weight keys.
 
     forward(x (B,C,H,W) in [-1,1], t (B,) or (B,1,1,1) as t/T in [0,1], c (B,n_cfeat) or None)
     returns the predicted noise (B,C,H,W). c = None means the zero vector (no context).
@@ -99,7 +100,7 @@ class ContextUnet(nn.Module):
         self.init_conv = ResidualConvBlock(in_channels, n_feat, is_res=True)
         self.down1 = UnetDown(n_feat, n_feat)
         self.down2 = UnetDown(n_feat, 2 * n_feat)
-        self.to_vec = nn.Sequential(nn.AvgPool2d(4), nn.GELU())
+        self.to_vec = nn.Sequential(nn.AvgPool2d(height // 4), nn.GELU())  # the course's AvgPool2d(4) at 16x16
         self.timeembed1 = EmbedFC(1, 2 * n_feat)
         self.timeembed2 = EmbedFC(1, n_feat)
         self.contextembed1 = EmbedFC(n_cfeat, 2 * n_feat)
