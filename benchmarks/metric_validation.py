@@ -70,7 +70,9 @@ def disturbance_section(features, real: np.ndarray, out: Path) -> dict:
     credit(fig)
     fig.tight_layout()
     fig.savefig(out / "disturbances.png")
-    examples = real[[3, 400, 900, 1500]]
+    # the pictures show the default model's own sprites: the real ones may not go into the repository
+    examples = spritediff.sample(spritediff.load(), "ddim", 20, n=4, context=torch.eye(5)[:4], seed=0,
+                                 frames=False).images
     cells = [disturb(examples, level, 1)[i] for disturb in DISTURBANCES.values() for i in range(4) for level in LEVELS]
     grid_image(np.stack(cells), nrow=4 * len(LEVELS), scale=3).save(out / "disturbance_examples.png")
     summary = {p: {n: {"fd": [round(s["fd"], 4) for s in v], "precision": [round(s["precision"], 3) for s in v],

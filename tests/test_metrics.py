@@ -78,7 +78,7 @@ def test_fd_matches_scipy_on_the_same_features_and_is_symmetric(features):
     expected = reference_fd(features.features(a).numpy(), features.features(b).numpy())
     assert frechet_distance(features, a, b) == pytest.approx(expected, rel=1e-6)
     assert frechet_distance(features, b, a) == pytest.approx(expected, rel=1e-6)
-    assert expected > 0.1  # the real sprites' features have trace 4: two unlike sets are far apart
+    assert expected > 0.1  # the real sprites' features have trace 5 (1 a block): two unlike sets are far apart
 
 
 def test_fd_of_a_set_with_itself_is_zero(features):
@@ -260,7 +260,29 @@ def test_train_features_command(tmp_path, capsys):
                  "--out", str(out), "--epochs", "1", "--width", "4", "--n-features", "8"]) == 0
     model = load_features(out)
     assert model.info["data"]["rows_used"] == 120  # the 50 tiled copies are read as one base set
-    assert model.info["held_out"]["rows"] == 20 and model.features(images).shape == (60, 8 + 16 + 32 + 8)
+    assert model.info["held_out"]["rows"] == 20 and model.features(images).shape == (60, 13 + 8 + 16 + 32 + 8)
     assert "held-out accuracy" in capsys.readouterr().out
     assert main(["train-features", "--data", str(tmp_path / "x.npy"), "--out", str(tmp_path / "g.safetensors")]) == 2
     assert "--labels" in capsys.readouterr().err and not (tmp_path / "g.safetensors").exists()
+
+
+# --- the validation on a model: more steps, visibly better sprites, a better score --------------------
+
+
+def test_the_shipped_model_scores_better_with_the_steps_that_make_it_look_better(features, sprites):
+    """DDIM-1 sprites are blurred blobs, DDIM-2 soft, DDIM-20 crisp (docs/metric.md shows them): the
+    metric must agree, and real held-out sprites must beat them all."""
+    import spritediff
+    from spritediff.evaluate import real_halves
+
+    images, labels = sprites
+    half_a, half_b = real_halves(images)
+    quality = SpriteQuality(features, images[half_a], kid_subsets=5)
+    model = spritediff.load()
+    contexts = torch.from_numpy(labels[half_b][::4]).float()  # the real class mix
+    scores = {steps: quality.score(spritediff.sample(model, "ddim", steps, n=len(contexts), context=contexts,
+                                                     guidance=0.0, seed=0, frames=False).images)
+              for steps in (1, 2, 20)}
+    real = quality.score(images[half_b])
+    assert real["fd"] < scores[20]["fd"] < scores[1]["fd"]
+    assert scores[20]["precision"] > scores[2]["precision"] > scores[1]["precision"]

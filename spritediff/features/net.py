@@ -4,8 +4,9 @@ Inception features, the usual choice for FID, know nothing of 16x16 pixel art, s
 on the sprites themselves (spritediff.features.training). A net trained only to name the 5 classes
 keeps little but the class: it hardly sees noise, speckle or a wrong palette (docs/metric.md). This
 one is trained to tell each sprite from every other (a contrastive objective) as well as to name its
-class, and its features are read at every depth: per-channel mean and spread of each conv stage
-(colour, texture, speckle, edges) beside the final embedding (shape and class).
+class, and its features are read at every depth: plain pixel statistics (colour, contrast, the size of
+steps between neighbouring pixels, how much is background), the per-channel mean and spread of each
+conv stage (texture, speckle, edges), and the final embedding (shape and class).
 """
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ import torch
 from torch import nn
 
 N_STAGES = 3
+BACKGROUND = -0.8  # a pixel whose brightest channel is below this (in [-1, 1]) counts as background
+
+
+def pixel_statistics(x: torch.Tensor) -> torch.Tensor:
+    """(B,C,H,W) in [-1,1] -> (B, 4C+1): per channel the mean, the standard deviation and the mean
+    absolute step to the right and to the lower neighbour, then the fraction of background pixels.
+    Speckle and noise raise the steps; a wrong palette moves the means; blur lowers the steps."""
+    step_x = (x[..., 1:] - x[..., :-1]).abs().mean((2, 3))
+    step_y = (x[..., 1:, :] - x[..., :-1, :]).abs().mean((2, 3))
+    background = (x.amax(1) < BACKGROUND).float().mean((1, 2))
+    return torch.cat((x.mean((2, 3)), x.std((2, 3)), step_x, step_y, background[:, None]), 1)
 
 
 def conv_stage(in_channels: int, out_channels: int, pool: bool) -> nn.Sequential:
@@ -26,9 +38,9 @@ class SpriteFeatureNet(nn.Module):
     """(B,C,H,H) float in [-1,1] -> feature blocks, class logits and a contrastive projection.
 
     Stages at H, H/2 and H/4 with width, 2 width and 4 width channels; the embedding is a linear map
-    of the last stage's (4 width, H/4, H/4) map to n_features. Feature blocks: for each stage, the
-    per-channel spatial mean and standard deviation (2 width, 4 width, 8 width values), then the
-    embedding. `features` centres them on the real sprites and scales each block so that its
+    of the last stage's (4 width, H/4, H/4) map to n_features. Feature blocks: the pixel statistics
+    (4C+1 values), for each stage the per-channel spatial mean and standard deviation (2 width,
+    4 width, 8 width values), then the embedding. `features` centres them on the real sprites and scales each block so that its
     covariance over the real sprites has trace 1 (buffers set by `standardize`): every block weighs
     the same, and FD is in units of the real sprites' own spread.
     """
@@ -47,7 +59,7 @@ class SpriteFeatureNet(nn.Module):
         self.head = nn.Sequential(nn.ReLU(), nn.Linear(n_features, n_classes))
         self.projection = nn.Sequential(nn.ReLU(), nn.Linear(n_features, n_features), nn.ReLU(),
                                         nn.Linear(n_features, projection))
-        self.block_sizes = tuple(2 * w for w in widths) + (n_features,)
+        self.block_sizes = (4 * in_channels + 1,) + tuple(2 * w for w in widths) + (n_features,)
         self.register_buffer("feature_mean", torch.zeros(sum(self.block_sizes)))
         self.register_buffer("block_scale", torch.ones(len(self.block_sizes)))
 
@@ -61,8 +73,9 @@ class SpriteFeatureNet(nn.Module):
                 "projection": self.projection_size}
 
     def blocks(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(B,C,H,H) -> ([(B,2w), (B,4w), (B,8w), (B,n_features)] raw feature blocks, (B,n_features) embedding)."""
-        out = []
+        """(B,C,H,H) -> ([(B,4C+1), (B,2w), (B,4w), (B,8w), (B,n_features)] raw feature blocks,
+        (B,n_features) embedding)."""
+        out = [pixel_statistics(x)]
         for stage in self.stages:
             x = stage(x)
             out.append(torch.cat((x.mean((2, 3)), x.std((2, 3))), 1))
