@@ -8,7 +8,6 @@ repeat times the sampler and then the bare calls, so both see the same load on a
 """
 from __future__ import annotations
 
-import json
 import platform
 import statistics
 import sys
@@ -24,7 +23,11 @@ from .checkpoint import SpriteModel
 from .denoiser import Denoiser
 from .fast import CudaGraphEps, fold_batchnorm
 from .sampling import resolve_device, sample
-from .specs import SamplerSpec, parse_sampler_specs
+from .errors import SpriteDiffError
+from .specs import SamplerSpec, check_int, check_seed, parse_sampler_specs
+
+
+MAX_BENCH_N = 100_000  # bench times one batch of n, so n bounds its memory
 
 
 @dataclass
@@ -136,11 +139,14 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
     progress: print one line per spec to stderr as it starts.
     fast: the fast inference path of sample() (None: on for CUDA, off on the CPU), for the bare calls too.
     """
-    if repeat < 1 or n < 1:
-        raise ValueError(f"repeat and n must be at least 1, got repeat={repeat}, n={n}")
+    if not isinstance(model, SpriteModel):
+        raise SpriteDiffError(f"model must be a SpriteModel (spritediff.load(...)), got {type(model).__name__}")
+    n, repeat, seed = check_int(n, "n", 1, MAX_BENCH_N), check_int(repeat, "repeat", 1), check_seed(seed)
     T = model.schedule.T
     if specs is None or isinstance(specs, str):
         specs = parse_sampler_specs(specs or default_specs(T), T)
+    elif not specs or not all(isinstance(spec, SamplerSpec) for spec in specs):
+        raise SpriteDiffError("specs must be a spec string like 'ddpm:500,ddim:20' or a non-empty list of SamplerSpec")
     device = resolve_device(str(device) if device is not None else None)
     rows = []
     for spec in specs:
@@ -157,8 +163,8 @@ def time_spec(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.devic
     """One warm-up run, then `repeat` pairs of (timed sampler run, timed NFE bare calls)."""
 
     def run():
-        return sample(model, spec.name, spec.steps, n, seed=seed, device=str(device), frames=False, fast=fast,
-                      **spec.options)
+        return sample(model, spec.name, spec.steps, n, seed=seed, device=str(device), batch_size=n, frames=False,
+                      fast=fast, **spec.options)
 
     nfe = run().nfe
     bare = bare_calls(model, nfe, n, device, fast)
@@ -222,7 +228,7 @@ def cpu_name() -> str:
 
 
 def add_bench_parser(sub) -> None:
-    from .cli import add_model_argument, positive_int
+    from .cli import add_model_argument, bounded_int, positive_int
 
     p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
                        description="Time each sampler on one model: median wall time over --repeat runs after a "
@@ -233,7 +239,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--samplers", help="comma-separated specs name:steps[:key=value...], e.g. "
                                       "ddpm:500,ddim:20,ddim:20:eta=1,ddpm:100:variance=posterior "
                                       "(default: ddpm:T,ddim:20)")
-    p.add_argument("--n", type=positive_int, default=32, help="samples per run, one batch (default 32)")
+    p.add_argument("--n", type=bounded_int(1, MAX_BENCH_N), default=32,
+                   help=f"samples per run, one batch, 1..{MAX_BENCH_N} (default 32)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed runs per sampler; the median is shown "
                                                                  "(default 3)")
@@ -253,5 +260,7 @@ def run_bench(args) -> int:
     device = resolve_device(args.device)
     report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(),
                    fast=False if args.eager else None)
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    from .cli import json_text
+
+    print(json_text(report.to_dict(), "the bench report").rstrip() if args.json else report.table())
     return 0

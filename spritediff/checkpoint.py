@@ -5,6 +5,7 @@ No pickle: safetensors for our files, torch.load(weights_only=True) for the cour
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .samplers.common import shown
 from .schedule import Schedule
 
 FORMAT = "spritediff/1"
@@ -22,6 +24,7 @@ METADATA_KEY = "spritediff"
 COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 CREDIT = "Sprites by ElvGames, FrootsnVeggies and kyrise"
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "sprites_context.safetensors"
+MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 @dataclass
@@ -40,19 +43,37 @@ class SpriteModel:
 
 
 def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
-    """Write model to path atomically (temporary file, then rename); floats stored as dtype."""
+    """Write model to path (a .safetensors name in an existing folder) atomically (temporary file, then rename);
+    floats stored as dtype (float32, float16 or bfloat16)."""
+    if not isinstance(model, SpriteModel):
+        raise SpriteDiffError(f"model must be a SpriteModel, got {type(model).__name__}")
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise SpriteDiffError(f"dtype must be torch.float32, float16 or bfloat16, got {shown(dtype)}")
+    path = model_out_path(path, "path")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.net.state_dict().items()}
-    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(model.config())}))
+    metadata = {METADATA_KEY: json.dumps(model.config(), allow_nan=False)}
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def model_out_path(path: str | os.PathLike) -> Path:
-    """Check, before any work, that path can take a model file: a .safetensors name in an existing folder."""
+def model_out_path(path: str | os.PathLike, name: str = "--out") -> Path:
+    """Check, before any work, that path can take a model file: a .safetensors name in an existing, writable
+    folder, not itself a folder; `name` is the argument named in the error."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise SpriteDiffError(f"{name} must be a .safetensors file name, got {path!r}")
     out = Path(path)
     if out.suffix != ".safetensors":
-        raise SpriteDiffError(f"--out must end in .safetensors, got {out}")
-    if not out.parent.is_dir():
-        raise SpriteDiffError(f"--out folder {out.parent} does not exist")
+        raise SpriteDiffError(f"{name} must end in .safetensors, got {out}")
+    if len(os.fsencode(out.name)) > 250:
+        raise SpriteDiffError(f"{name}: file name is {len(os.fsencode(out.name))} bytes long, at most 250")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise SpriteDiffError(f"{name} folder {parent} {what}")
+    if out.is_dir():
+        raise SpriteDiffError(f"{name} {out} is a folder, not a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SpriteDiffError(f"{name} folder {parent} is not writable")
     return out
 
 
@@ -74,17 +95,21 @@ def write_atomically(path: str | os.PathLike, write) -> None:
 
 def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     """Load a .safetensors model, or a course .pth state_dict (by extension). None: the default model."""
+    if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path).strip()):
+        raise SpriteDiffError(f"model must be a path to a .safetensors or .pth file, got {path!r}")
     path = Path(path) if path is not None else DEFAULT_MODEL
     if not path.is_file():
         hint = " (no default model is installed; pass --model)" if path == DEFAULT_MODEL else ""
         raise SpriteDiffError(f"model file not found: {path}{hint}")
+    if path.suffix not in MODEL_SUFFIXES:
+        raise SpriteDiffError(f"model file {path} must end in {', '.join(MODEL_SUFFIXES)}")
     if path.suffix in (".pth", ".pt"):
         return model_from_state_dict(read_course_state_dict(path), path=str(path))
     config, state = _read_safetensors(path)
-    net = build_net(config.get("net", {}), path)
+    net = build_net(config["net"], path)
     load_state(net, state, path)
-    return SpriteModel(net, Schedule.from_config(config["schedule"]), tuple(config["classes"]),
-                       config.get("info", {}), None if path == DEFAULT_MODEL else str(path))
+    return SpriteModel(net, read_schedule(config["schedule"], path), read_classes(config["classes"], net, path),
+                       config["info"], None if path == DEFAULT_MODEL else str(path))
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -98,18 +123,57 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
         raise SpriteDiffError(f"{path} is not a spritediff model (no '{METADATA_KEY}' metadata)")
     try:
         config = json.loads(metadata[METADATA_KEY])
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise SpriteDiffError(f"{path} has unreadable spritediff metadata") from None
+    if not isinstance(config, dict):
+        raise SpriteDiffError(f"{path}: its spritediff metadata is not a JSON object")
     if config.get("format") != FORMAT:
-        raise SpriteDiffError(f"{path} has format {config.get('format')!r}; this version reads {FORMAT}")
+        raise SpriteDiffError(f"{path} has format {shown(config.get('format'))}; this version reads {FORMAT}")
+    for key, kind in (("net", dict), ("schedule", dict), ("classes", list), ("info", dict)):
+        if not isinstance(config.setdefault(key, {} if key == "info" else None), kind):
+            raise SpriteDiffError(f"{path}: metadata {key!r} is missing or not a JSON {kind.__name__}")
     return config, state
 
 
+NET_LIMITS = {"in_channels": (3, 3), "n_feat": (8, 1024), "n_cfeat": (1, 1000), "height": (16, 28)}
+
+
 def build_net(net_config: dict, path) -> ContextUnet:
-    if net_config.get("arch") != "ContextUnet":
-        raise SpriteDiffError(f"{path}: unknown architecture {net_config.get('arch')!r}")
-    sizes = {k: int(net_config[k]) for k in ("in_channels", "n_feat", "n_cfeat", "height")}
+    """A ContextUnet of the sizes in net_config, each an integer in NET_LIMITS (n_feat a multiple of 8 for GroupNorm,
+    height a multiple of 4: the sizes ContextUnet fits)."""
+    if not isinstance(net_config, dict) or net_config.get("arch") != "ContextUnet":
+        arch = net_config.get("arch") if isinstance(net_config, dict) else None
+        raise SpriteDiffError(f"{path}: unknown architecture {shown(arch)}")
+    sizes = {}
+    for key, (low, high) in NET_LIMITS.items():
+        value = net_config.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise SpriteDiffError(f"{path}: metadata net.{key} must be an integer in {low}..{high}, got {shown(value)}")
+        sizes[key] = value
+    if sizes["n_feat"] % 8 or sizes["height"] % 4:
+        raise SpriteDiffError(f"{path}: metadata n_feat must be a multiple of 8 and height of 4, got {sizes}")
     return ContextUnet(**sizes)
+
+
+def read_schedule(config: dict, path) -> Schedule:
+    """The model's linear schedule, its numbers checked: T in 1..10000, 0 < beta_start <= beta_end < 1."""
+    T, start, end = (config.get(k) for k in ("T", "beta_start", "beta_end"))
+    numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                     for v in (T, start, end))
+    if config.get("kind", "linear") != "linear" or not numbers_ok or not isinstance(T, int) or \
+            not 1 <= T <= 10_000 or not 0 < start <= end < 1:
+        raise SpriteDiffError(f"{path}: metadata schedule must be linear with T in 1..10000 and "
+                              f"0 < beta_start <= beta_end < 1, got {config}")
+    return Schedule.course(T, float(start), float(end))
+
+
+def read_classes(classes: list, net: ContextUnet, path) -> tuple[str, ...]:
+    """The model's class names: distinct non-empty strings, one per context feature of the net."""
+    ok = all(isinstance(c, str) and c.strip() and c == c.strip().lower() for c in classes)
+    if not ok or len(set(classes)) != len(classes) or len(classes) != net.n_cfeat:
+        raise SpriteDiffError(f"{path}: metadata classes must be {net.n_cfeat} distinct lower-case names "
+                              f"(one per context feature), got {classes!r}"[:300])
+    return tuple(classes)
 
 
 def load_state(net: torch.nn.Module, state: dict, path) -> None:
@@ -122,12 +186,17 @@ def load_state(net: torch.nn.Module, state: dict, path) -> None:
                 (("missing", missing), ("unexpected", extra), ("other shapes", reshaped)) if keys]
     if problems:
         raise SpriteDiffError(f"{path} does not fit {type(net).__name__}: " + "; ".join(problems))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise SpriteDiffError(f"{path}: weights hold NaN or inf ({_names(sorted(bad))}); the file is damaged or "
+                              f"its run diverged")
     net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
     net.eval()
 
 
 def _names(keys: list[str], limit: int = 4) -> str:
-    shown = ", ".join(keys[:limit])
+    """The first `limit` keys, one line (a key with a newline or other odd characters is shown as its repr)."""
+    shown = ", ".join(k if k.isprintable() else repr(k) for k in keys[:limit])
     return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
@@ -136,7 +205,8 @@ def read_course_state_dict(path: Path) -> dict:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for corrupt or unsafe files
-        raise SpriteDiffError(f"{path} is not a readable PyTorch state_dict: {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0][:200] if str(err).strip() else f"{type(err).__name__}, empty or truncated?"
+        raise SpriteDiffError(f"{path} is not a readable PyTorch state_dict: {reason}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SpriteDiffError(f"{path} does not hold a state_dict of tensors")
     return state
@@ -146,11 +216,15 @@ def model_from_state_dict(state: dict, path: str | None = None) -> SpriteModel:
     """Build a ContextUnet of the sizes the course state_dict implies, with the course schedule."""
     try:
         conv = state["init_conv.conv1.0.weight"]  # (n_feat, in_channels, 3, 3)
-        n_cfeat = state["contextembed1.model.0.weight"].shape[1]
-        height = 4 * state["up0.0.weight"].shape[-1]
+        sizes = {"in_channels": conv.shape[1], "n_feat": conv.shape[0],
+                 "n_cfeat": state["contextembed1.model.0.weight"].shape[1],
+                 "height": 4 * state["up0.0.weight"].shape[-1]}
     except KeyError as err:
         raise SpriteDiffError(f"{path} is not a ContextUnet state_dict (no {err.args[0]})") from None
-    net = ContextUnet(in_channels=conv.shape[1], n_feat=conv.shape[0], n_cfeat=n_cfeat, height=height)
+    except IndexError:
+        raise SpriteDiffError(f"{path} is not a ContextUnet state_dict (tensors of other shapes)") from None
+    net = build_net({"arch": "ContextUnet", **sizes}, path)
+    n_cfeat = sizes["n_cfeat"]
     load_state(net, state, path)
     classes = COURSE_CLASSES if n_cfeat == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(n_cfeat))
     info = {"source": "course state_dict", "credit": CREDIT}

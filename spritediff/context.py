@@ -5,6 +5,7 @@ Specs: a class name ("hero"), a mix ("hero=1,food=0.6"), "random" (each sample o
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -30,15 +31,27 @@ def parse_context(spec: str | None, classes: Sequence[str], n: int,
 
 
 def context_vector(spec: str, classes: Sequence[str]) -> torch.Tensor:
-    """(len(classes),) float32 vector for "name" or "name=w,name=w"."""
+    """(len(classes),) float32 vector for "name" or "name=w,name=w"; weights are finite numbers."""
     vector = torch.zeros(len(classes))
+    seen = set()
     for part in spec.split(","):
         name, _, weight = part.partition("=")
         name = name.strip().lower()
         if name not in classes:
             raise SpriteDiffError(f"unknown class {name!r} in context {spec!r}; classes are: {', '.join(classes)}")
-        try:
-            vector[classes.index(name)] = float(weight) if weight else 1.0
-        except ValueError:
-            raise SpriteDiffError(f"context weight {weight!r} for {name!r} is not a number") from None
+        if name in seen:
+            raise SpriteDiffError(f"class {name!r} given twice in context {spec!r}")
+        seen.add(name)
+        vector[classes.index(name)] = _weight(weight, name) if weight.strip() else 1.0
     return vector
+
+
+def _weight(text: str, name: str) -> float:
+    """A context weight: a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise SpriteDiffError(f"context weight {text.strip()!r} for {name!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SpriteDiffError(f"context weight for {name!r} must be a finite number, got {text.strip()!r}")
+    return value

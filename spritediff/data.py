@@ -14,9 +14,11 @@ from PIL import Image
 
 from .checkpoint import COURSE_CLASSES
 from .errors import SpriteDiffError
+from .pixels import to_model_space
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 COURSE_TILES = 50  # the course's 89,400 rows are 1,788 base images tiled 50 times
+MODEL_HEIGHTS = (16, 20, 24, 28)  # the image sizes ContextUnet's down/up path fits (H/4 pooled by 4 must give 1)
 
 
 @dataclass
@@ -32,12 +34,14 @@ class SpriteData:
 
     def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(B,C,H,W) float32 in [-1,1] and (B,K) labels (or None) for the given row indices."""
-        x = self.images[indices].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x = to_model_space(self.images[indices])
         return x, None if self.labels is None else self.labels[indices]
 
 
 def load_data(path: str | Path, labels: str | Path | None = None) -> SpriteData:
     """A folder of class subfolders, or an (N,H,W,3) uint8 .npy with an optional (N,K) one-hot .npy."""
+    if not isinstance(path, (str, Path)) or not str(path).strip():
+        raise SpriteDiffError(f"--data must be a path, got {path!r}")
     path = Path(path)
     if path.is_dir():
         if labels is not None:
@@ -51,8 +55,9 @@ def _read_npy(path: Path, what: str) -> np.ndarray:
         raise SpriteDiffError(f"{what} file not found: {path}")
     try:
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise SpriteDiffError(f"{path} is not a readable .npy array: {err}") from None
+    except Exception as err:  # numpy raises many types for a damaged header (ValueError, SyntaxError, EOFError...)
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise SpriteDiffError(f"{path} is not a readable .npy array: {reason}") from None
 
 
 def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
@@ -66,11 +71,12 @@ def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
     if labels_path is None:
         return SpriteData(torch.from_numpy(images), None, ())
     labels = _read_npy(labels_path, "labels")
-    if labels.ndim != 2 or len(labels) != len(images):
+    if labels.ndim != 2 or len(labels) != len(images) or labels.shape[1] < 1:
         raise SpriteDiffError(f"{labels_path}: expected ({len(images)}, K) labels for {len(images)} images, "
                               f"got shape {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.number) or not np.isfinite(labels).all():
-        raise SpriteDiffError(f"{labels_path}: labels must be finite numbers")
+    if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels) or not np.isfinite(labels).all() \
+            or labels.min() < 0 or labels.max() > 1:
+        raise SpriteDiffError(f"{labels_path}: labels must be numbers in [0, 1] (one-hot or soft class weights)")
     classes = COURSE_CLASSES if labels.shape[1] == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(labels.shape[1]))
     return SpriteData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.float32)), classes)
 
@@ -81,7 +87,7 @@ def load_image_folder(root: Path) -> SpriteData:
     files = [(i, f) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise SpriteDiffError(f"{root} has no images in class subfolders (expected {root}/<class>/<image>.png)")
-    arrays = [np.asarray(Image.open(f).convert("RGB")) for _, f in files]
+    arrays = [_read_image(f) for _, f in files]
     sizes = {a.shape for a in arrays}
     if len(sizes) != 1:
         raise SpriteDiffError(f"{root}: images differ in size ({', '.join(str(s[:2]) for s in sorted(sizes))})")
@@ -90,6 +96,16 @@ def load_image_folder(root: Path) -> SpriteData:
         raise SpriteDiffError(f"{root}: images must be square, got {h}x{w}")
     labels = torch.nn.functional.one_hot(torch.tensor([i for i, _ in files]), len(class_dirs)).float()
     return SpriteData(torch.from_numpy(np.stack(arrays)), labels, tuple(d.name.lower() for d in class_dirs))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """(H,W,3) uint8 pixels of one image file; a corrupt or unreadable file is a user error naming it."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise SpriteDiffError(f"{path} is not a readable image: {reason}") from None
 
 
 def base_set(images: np.ndarray, labels: np.ndarray | None = None):

@@ -8,7 +8,6 @@ also says how often a sample is of the class asked for.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -20,10 +19,13 @@ from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
 
 DEFAULT_N = 1000
+MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is bounded
 
 
 def add_eval_parser(sub) -> None:
-    from .cli import add_model_argument, positive_int
+    from .cli import add_model_argument, bounded_int, nonnegative_float, positive_int
+    from .sampling import MAX_BATCH_SIZE
+    from .specs import MAX_SEED
 
     p = sub.add_parser("eval", help="FD/KID of samplers against real sprites; quality against NFE and seconds",
                        description="Sample the model with each sampler spec, and compare the samples with the real "
@@ -36,19 +38,21 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--samplers", required=True,
                    help="comma-separated specs name:steps[:key=value...], e.g. "
                         "ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:100:variance=posterior,ddim:20:eta=1")
-    p.add_argument("--n", type=positive_int, default=DEFAULT_N,
-                   help=f"samples per sampler (default {DEFAULT_N}; FD's noise shrinks as n grows)")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses noise stream (seed, i); the two-seed noise "
-                                                       "run uses seed+1 (default 0)")
+    p.add_argument("--n", type=bounded_int(2, MAX_N), default=DEFAULT_N,
+                   help=f"samples per sampler, 2..{MAX_N} (default {DEFAULT_N}; FD's noise shrinks as n grows; all n "
+                        f"are scored in memory)")
+    p.add_argument("--seed", type=bounded_int(0, MAX_SEED - 1), default=0,
+                   help="sample i uses noise stream (seed, i); the two-seed noise run uses seed+1 (default 0)")
     p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random', 'data' (the label of a random real "
                                      "image, so the class mix of --labels) or 'none' (default none); "
                                      "with one, the class accuracy of the samples is reported")
     p.add_argument("--labels", help="(N,K) labels .npy of --data, for --context data")
-    p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
+    p.add_argument("--guidance", type=nonnegative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight w, used with a context (default {DEFAULT_GUIDANCE})")
     p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
     p.add_argument("--features", help="feature net .safetensors (default: the shipped sprite feature net)")
-    p.add_argument("--batch-size", type=positive_int, help="samples per model call (default: all n at once)")
+    p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
+                   help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--out", required=True, help="output folder for eval.json and fd_vs_nfe.png (written only if "
                                                 "everything succeeds)")
@@ -59,11 +63,11 @@ def run_eval(args) -> int:
     import torch
 
     from .checkpoint import CREDIT, load_model
-    from .cli import prepare_out, staged_output
+    from .cli import prepare_out, staged_output, write_json
     from .context import parse_context
     from .data import base_set, load_data
     from .features import DEFAULT_FEATURES, load_features
-    from .sampling import sample_generators
+    from .sampling import resolve_device, sample_generators
     from .specs import parse_sampler_spec, parse_sampler_specs
 
     if args.n < 2:
@@ -71,6 +75,7 @@ def run_eval(args) -> int:
     if args.guidance < 0:
         raise SpriteDiffError(f"--guidance must be >= 0, got {args.guidance}")
     out = prepare_out(args.out)
+    resolve_device(args.device)
     model = load_model(args.model)
     T = model.schedule.T
     specs = parse_sampler_specs(args.samplers, T)
@@ -81,6 +86,9 @@ def run_eval(args) -> int:
     if (args.context or "").strip().lower() == "data":
         if labels is None:
             raise SpriteDiffError("--context data draws each sample's context from the real labels: give --labels")
+        if labels.shape[1] != model.net.n_cfeat:
+            raise SpriteDiffError(f"--labels have {labels.shape[1]} classes but the model takes {model.net.n_cfeat} "
+                                  f"({', '.join(model.classes)})")
         contexts = label_rows(torch.from_numpy(labels), context_streams)
     else:
         contexts = parse_context(args.context, model.classes, args.n, context_streams)
@@ -103,16 +111,17 @@ def run_eval(args) -> int:
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
         "context": args.context, "guidance": args.guidance, "device": args.device, "batch_size": args.batch_size,
         "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
-                        "n_features": features.net.n_features,
+                        "feature_dim": features.net.feature_dim,
                         "held_out_accuracy": features.info.get("held_out", {}).get("accuracy")},
         "noise": evaluation.noise, "results": evaluation.rows,
         "metrics": "FD: torchmetrics FrechetInceptionDistance, KID: KernelInceptionDistance (polynomial kernel, "
-                   "subsets of min(1000, n)), both on the sprite feature net's features",
+                   "subsets of min(1000, n)), precision and recall: k-NN manifolds (k = 3, Kynkaanniemi et al. "
+                   "2019), all on the sprite feature net's features (docs/metric.md)",
         "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
     }
     with staged_output(out) as stage:
-        (stage / "eval.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_json(stage / "eval.json", record)
         plot_fd_vs_nfe(evaluation.rows, evaluation.noise, stage / "fd_vs_nfe.png",
                        title=f"{Path(model.path).name if model.path else 'default model'}, n={args.n}")
     print(format_table(evaluation.rows, evaluation.noise))
@@ -154,7 +163,8 @@ class Evaluation:
             self.rows.append({"spec": str(spec), "sampler": spec.name, "steps": spec.steps, "options": spec.options,
                               "family": family(spec), "nfe": result.nfe, "seconds": round(result.seconds, 4),
                               "fd": round(scores["fd"], 4), "kid": round(scores["kid"], 6),
-                              "kid_std": round(scores["kid_std"], 6),
+                              "kid_std": round(scores["kid_std"], 6), "precision": round(scores["precision"], 4),
+                              "recall": round(scores["recall"], 4),
                               "class_accuracy": None if accuracy is None else round(accuracy, 4)})
             first_seed_images.setdefault(str(spec), images)
             bar.update(1)
@@ -208,12 +218,12 @@ def real_halves(real: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def format_table(rows: list[dict], noise: dict) -> str:
     with_accuracy = any(r["class_accuracy"] is not None for r in rows)
     width = max([len("sampler")] + [len(r["spec"]) for r in rows])
-    head = f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}"
+    head = f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}  {'prec':>5}  {'recall':>6}"
     head += "  class acc" if with_accuracy else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['spec']:<{width}}  {r['nfe']:>5}  {r['seconds']:>8.3f}  {r['fd']:>9.3f}  "
-                f"{1000 * r['kid']:>7.2f} ± {1000 * r['kid_std']:<5.2f}")
+                f"{1000 * r['kid']:>7.2f} ± {1000 * r['kid_std']:<5.2f}  {r['precision']:>5.3f}  {r['recall']:>6.3f}")
         if with_accuracy:
             line += f"  {'-' if r['class_accuracy'] is None else format(r['class_accuracy'], '.3f'):>9}"
         lines.append(line)

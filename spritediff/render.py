@@ -8,17 +8,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(B,C,H,W) float in [-1,1] -> (B,H,W,C) uint8: clamp, then map [-1,1] to [0,255] (no per-image stretch)."""
-    x = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return x.permute(0, 2, 3, 1).cpu().numpy()
+from .pixels import to_uint8  # noqa: F401 (re-exported: render's callers take it from here)
 
 
 def tile(images: np.ndarray, nrow: int | None = None, pad: int = 1) -> np.ndarray:
-    """(N,H,W,C) uint8 -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) uint8 mosaic on a grey border."""
+    """(N,H,W,C) uint8 -> one (rows*(H+pad)+pad, nrow*(W+pad)+pad, C) uint8 mosaic on a grey border.
+
+    nrow: images per row (default 8), at most N (a row never holds empty cells only)."""
     n, h, w, c = images.shape
-    nrow = nrow or min(n, 8)
+    nrow = min(nrow or 8, n)
     rows = math.ceil(n / nrow)
     canvas = np.full((rows * (h + pad) + pad, nrow * (w + pad) + pad, c), 64, dtype=np.uint8)
     for i, image in enumerate(images):

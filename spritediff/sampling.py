@@ -1,10 +1,17 @@
-"""The notebook-level API: sample a SpriteModel with any registered sampler, per-sample noise streams."""
+"""The notebook-level API: sample a SpriteModel with any registered sampler, per-sample noise streams.
+
+Every argument is checked before any work (spritediff.specs); n samples are drawn in batches of
+`batch_size`, so memory does not grow with n beyond the output array, which may be a memory-mapped
+.npy file (`out=`). Only the first `frames` samples keep their denoising frames (for the GIF).
+"""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.random  # noqa: F401 (imported now, not lazily mid-run: a signal during that import can be lost)
 import torch
 from PIL import Image
 from tqdm import tqdm
@@ -17,11 +24,19 @@ from .errors import SpriteDiffError
 from .fast import CudaGraphEps, fold_batchnorm
 from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
+from .samplers.common import shown
+from .specs import check_int, check_number, check_options, check_sampler, check_seed
+
+FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows these)
+GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
+BATCH_SIZE = {"cpu": 128, "cuda": 1024}  # default samples per model call, by device type
+MAX_BATCH_SIZE = 65_536  # a batch is one tensor on the device: this bounds sampling's memory whatever n is
 
 
 @dataclass
 class SampleResult:
-    """images: (N,H,W,3) uint8; frames: per step (x_t, x0_hat), each (N,H,W,3) uint8; timesteps: t per frame.
+    """images: (N,H,W,3) uint8 (an in-memory or memory-mapped array); frames: per step (x_t, x0_hat), each
+    (F,H,W,3) uint8 for the first F samples; timesteps: t per frame.
 
     nfe: model calls per sample (a guided call counts once); seconds: wall time of the sampling loop.
     """
@@ -33,31 +48,26 @@ class SampleResult:
     seconds: float
     settings: dict
 
-    def grid(self, nrow: int | None = None, scale: int = 4) -> Image.Image:
-        return render.grid_image(self.images, nrow, scale)
+    def grid(self, nrow: int | None = None, scale: int = 4, limit: int = GRID_MAX) -> Image.Image:
+        """A PIL grid of the first `limit` images, nrow per row (default 8), upscaled by scale (nearest)."""
+        nrow = None if nrow is None else check_int(nrow, "nrow", 1)
+        scale = check_int(scale, "scale", 1, 16)
+        return render.grid_image(np.asarray(self.images[:check_int(limit, "limit", 1)]), nrow, scale)
 
     def save_gif(self, path, nrow: int | None = None, scale: int = 4) -> None:
+        """The denoising GIF of the samples that kept frames: x_t left, x0_hat right, the final image last."""
         if not self.frames:
             raise SpriteDiffError("this result kept no frames (sample(..., frames=True) keeps them)")
-        final = (self.images, self.images)
-        render.save_gif(render.denoise_frames(self.frames + [final], nrow, scale), path)
+        nrow = None if nrow is None else check_int(nrow, "nrow", 1)
+        kept = len(self.frames[0][0])
+        final = np.asarray(self.images[:kept])
+        render.save_gif(render.denoise_frames(self.frames + [(final, final)], nrow, check_int(scale, "scale", 1, 16)),
+                        path)
 
 
-def check_options(sampler: str, options: dict) -> None:
-    """A user error for an option the sampler does not take, or a negative eta."""
-    from .specs import sampler_options
-
-    known = sampler_options(sampler)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise SpriteDiffError(f"{sampler} takes no option {', '.join(unknown)}; its options: {', '.join(known) or 'none'}")
-    if options.get("eta", 0) < 0:
-        raise SpriteDiffError(f"eta must be >= 0, got {options['eta']}")
-
-
-def sample_generators(seed: int, n: int, stream: int = 0) -> list[torch.Generator]:
-    """One CPU generator per sample, seeded from (seed, index, stream), so sample i never depends on n."""
-    return [keyed_generator(seed, i, stream) for i in range(n)]
+def sample_generators(seed: int, n: int, stream: int = 0, start: int = 0) -> list[torch.Generator]:
+    """Generators of samples start..start+n-1, seeded from (seed, index, stream): sample i never depends on n."""
+    return [keyed_generator(seed, i, stream) for i in range(start, start + n)]
 
 
 def initial_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -76,84 +86,198 @@ class CountingEps:
         return self.eps_fn(x, t)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
+def resolve_device(device) -> torch.device:
+    """cpu, cuda, cuda:K or auto (None) as a torch.device this machine has; anything else is a user error."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpriteDiffError("--device cuda asked for, but PyTorch sees no CUDA device here")
+    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda"):
+        raise SpriteDiffError(f"unknown device {shown(device)}; use cpu, cuda, cuda:K or auto")
     try:
-        return torch.device(device)
+        parsed = torch.device(device)
     except RuntimeError:
-        raise SpriteDiffError(f"unknown device {device!r}; use cpu or cuda") from None
+        raise SpriteDiffError(f"unknown device {shown(device)}; use cpu, cuda, cuda:K or auto") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise SpriteDiffError("--device cuda asked for, but PyTorch sees no CUDA device here")
+    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
+        raise SpriteDiffError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return parsed
 
 
 def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, n: int = 32,
-           context: str | torch.Tensor | None = None, guidance: float = DEFAULT_GUIDANCE, seed: int = 0,
-           device: str | None = "cpu", batch_size: int | None = None, frames: bool = True,
-           progress: bool = False, fast: bool | None = None, **sampler_options) -> SampleResult:
-    """Draw n samples. steps defaults to the sampler's (ddpm: T, ddim: 20).
+           context: str | torch.Tensor | np.ndarray | None = None, guidance: float = DEFAULT_GUIDANCE,
+           seed: int = 0, device: str | torch.device | None = "cpu", batch_size: int | None = None,
+           frames: bool | int = True, progress: bool = False, fast: bool | None = None,
+           out: np.ndarray | None = None, **sampler_options) -> SampleResult:
+    """Draw n samples, in batches of batch_size (default: BATCH_SIZE of the device, at most n).
 
-    context: a spec string (see spritediff.context), an (n, n_cfeat) tensor, or None.
-    sampler_options: the sampler's own keywords (eta, spacing, variance, ...).
-    fast: fold BatchNorm into the convolutions and, on CUDA, replay each batch's model call from a
-    captured CUDA graph (spritediff.fast); None means on for CUDA, off on the CPU.
+    steps: model calls, 1..T (default: the sampler's, ddpm T, ddim 20). context: a spec string (see
+    spritediff.context), an (n, n_cfeat) or (n_cfeat,) tensor or array, or None. guidance: w >= 0, finite.
+    seed: 0..2^63-1; sample i uses noise stream (seed, i). frames: True keeps the denoising frames of the first
+    FRAMES_N samples, an int k those of the first k, False none. out: an (n, H, W, 3) uint8 array (e.g. a
+    memory-mapped .npy) to write the images into instead of a new one. sampler_options: the sampler's own
+    keywords (spritediff.samplers.OPTIONS). fast: fold BatchNorm and, on CUDA, replay each batch's model call
+    from a captured CUDA graph (spritediff.fast); None means on for CUDA, off on the CPU.
+    Raises SpriteDiffError for any bad argument (before any work) and for a non-finite sample.
     """
-    if sampler not in SAMPLERS:
-        raise SpriteDiffError(f"unknown sampler {sampler!r}; choose from {', '.join(SAMPLERS)}")
-    steps = steps if steps is not None else DEFAULT_STEPS.get(sampler, model.schedule.T)
-    if not 1 <= steps <= model.schedule.T:
-        raise SpriteDiffError(f"steps must be between 1 and T={model.schedule.T}, got {steps}")
-    if n < 1:
-        raise SpriteDiffError(f"n must be at least 1, got {n}")
-    if guidance < 0:
-        raise SpriteDiffError(f"guidance must be >= 0, got {guidance}")
-    check_options(sampler, sampler_options)
-    device = resolve_device(device)
-    fast = device.type == "cuda" if fast is None else fast
+    plan = _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
+                            sampler_options)
+    return _run(model, plan, progress, fast)
+
+
+def _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
+                     options) -> dict:
+    """Every argument of sample() checked and normalised, as one dict (the plan of the run)."""
+    if not isinstance(model, SpriteModel):
+        raise SpriteDiffError(f"model must be a SpriteModel (spritediff.load(...)), got {type(model).__name__}")
+    if len(model.classes) != model.net.n_cfeat:
+        raise SpriteDiffError(f"model has {len(model.classes)} class names for a net of {model.net.n_cfeat} context "
+                              f"features")
+    sampler, T = check_sampler(sampler), model.schedule.T
+    steps = DEFAULT_STEPS.get(sampler, T) if steps is None else check_int(steps, "steps")
+    if not 1 <= steps <= T:
+        raise SpriteDiffError(f"steps must be between 1 and T={T}, got {steps}")
+    n = check_int(n, "n", 1)
+    plan = {"sampler": sampler, "steps": steps, "n": n, "guidance": check_number(guidance, "guidance", 0),
+            "seed": check_seed(seed), "options": check_options(sampler, options), "device": resolve_device(device)}
+    plan["contexts"] = _context_rows(context, model, n, plan["seed"])
+    plan["context_label"] = context if isinstance(context, str) or context is None else "tensor"
+    default_batch = BATCH_SIZE.get(plan["device"].type, 128)
+    chosen = default_batch if batch_size is None else check_int(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
+    plan["batch_size"] = min(n, chosen)
+    plan["frames"] = _frame_count(frames, n)
+    plan["out"] = _check_out_array(out, n, model) if out is not None else _new_images(n, model)
+    return plan
+
+
+def _frame_count(frames, n: int) -> int:
+    """How many samples keep their frames: True -> min(n, FRAMES_N), False -> 0, an int k -> min(n, k)."""
+    if isinstance(frames, bool):
+        return min(n, FRAMES_N) if frames else 0
+    return min(n, check_int(frames, "frames", 0))
+
+
+def _new_images(n: int, model: SpriteModel) -> np.ndarray:
+    """An empty (n, H, W, C) uint8 array for the samples; a user error if memory cannot hold it."""
+    shape = (n, model.net.height, model.net.height, model.net.in_channels)
+    try:
+        return np.empty(shape, np.uint8)
+    except (MemoryError, ValueError):
+        raise SpriteDiffError(f"n={n} samples need {math.prod(shape) / 1e9:.3g} GB, more than memory holds; pass "
+                              f"out= a memory-mapped array (numpy.lib.format.open_memmap)") from None
+
+
+def _check_out_array(out, n: int, model: SpriteModel) -> np.ndarray:
+    shape = (n, model.net.height, model.net.height, model.net.in_channels)
+    if not isinstance(out, np.ndarray) or out.shape != shape or out.dtype != np.uint8 or not out.flags.writeable:
+        got = f"{getattr(out, 'shape', None)} {getattr(out, 'dtype', type(out).__name__)}"
+        raise SpriteDiffError(f"out must be a writable {shape} uint8 array, got {got}")
+    return out
+
+
+def _context_rows(context, model: SpriteModel, n: int, seed: int):
+    """A function (lo, hi) -> (hi-lo, n_cfeat) float32 context of samples lo..hi-1, or None (no context).
+
+    Checked here, before any work: a spec string's names and weights, or a tensor's shape and finiteness.
+    """
+    if context is None or isinstance(context, str):
+        if isinstance(context, str) and context.strip().lower() == "random":
+            return lambda lo, hi: parse_context("random", model.classes, hi - lo,
+                                                sample_generators(seed, hi - lo, stream=1, start=lo))
+        rows = parse_context(context, model.classes, 1)
+        return None if rows is None else (lambda lo, hi: rows.expand(hi - lo, -1))
+    return _tensor_context(context, model, n)
+
+
+def _tensor_context(context, model: SpriteModel, n: int):
+    if isinstance(context, np.ndarray) and np.issubdtype(context.dtype, np.number):
+        context = torch.from_numpy(np.asarray(context, dtype=np.float32))
+    if not isinstance(context, torch.Tensor) or context.is_complex() or context.dtype == torch.bool:
+        raise SpriteDiffError(f"context must be a spec string, an (n, {model.net.n_cfeat}) tensor or None, "
+                              f"got {type(context).__name__}")
+    k = model.net.n_cfeat
+    rows = context.detach().float().cpu()
+    if rows.shape == (k,):
+        rows = rows.expand(n, -1)
+    if rows.shape != (n, k):
+        raise SpriteDiffError(f"context tensor must have shape ({n}, {k}) (n, classes), got {tuple(context.shape)}")
+    if not torch.isfinite(rows).all():
+        raise SpriteDiffError("context tensor holds NaN or inf")
+    return lambda lo, hi: rows[lo:hi]
+
+
+def _run(model: SpriteModel, plan: dict, progress: bool, fast: bool | None) -> SampleResult:
+    """Sample plan["n"] images batch by batch into one array; see sample()."""
+    device, n, steps = plan["device"], plan["n"], plan["steps"]
+    fast = device.type == "cuda" if fast is None else bool(fast)
     net = model.net.to(device).eval()
     net = fold_batchnorm(net) if fast else net
-    generators = sample_generators(seed, n)
-    if isinstance(context, torch.Tensor):
-        contexts = context.float()
-    else:
-        contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1))
     shape = (net.in_channels, net.height, net.height)
-    batch_size = batch_size or n
-    images, kept, timesteps, nfe = [], [], [], 0
-    bar = tqdm(total=steps * -(-n // batch_size), disable=not progress or None, unit="step", leave=False)
+    images = plan["out"]
+    kept, timesteps, nfe = [], [], 0
+    total = steps * math.ceil(n / plan["batch_size"])
+    bar = tqdm(total=total, unit="step", leave=False) if progress else None
     start = time.perf_counter()
-    for lo in range(0, n, batch_size):
-        hi = min(lo + batch_size, n)
-        ctx = None if contexts is None else contexts[lo:hi]
-        x_T = initial_noise(generators[lo:hi], shape).to(device)
-        eps_fn = Denoiser(net, model.schedule, ctx, guidance)
-        eps_fn = CountingEps(CudaGraphEps(eps_fn, x_T) if fast and device.type == "cuda" else eps_fn)
-        batch_frames: list = []
-
-        def record(info: StepInfo) -> None:
-            bar.update(1)
-            if frames:
-                batch_frames.append((render.to_uint8(info.x_t), render.to_uint8(info.x0_hat)))
-                if lo == 0:
-                    timesteps.append(info.t)
-
-        x0 = SAMPLERS[sampler](eps_fn, x_T, model.schedule, steps=steps, generator=generators[lo:hi],
-                               callback=record if frames or progress else None, **sampler_options)
-        images.append(render.to_uint8(x0))
+    for lo in range(0, n, plan["batch_size"]):
+        hi = min(lo + plan["batch_size"], n)
+        x0, batch_frames, batch_t, nfe = _sample_batch(net, model, plan, lo, hi, shape, fast, bar)
+        _check_finite(x0, model, plan, lo)
+        images[lo:hi] = render.to_uint8(x0)
         kept = _merge_frames(kept, batch_frames)
-        nfe = eps_fn.calls
+        timesteps = timesteps or batch_t
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    bar.close()
-    settings = {"sampler": sampler, "steps": steps, "n": n, "seed": seed, "guidance": guidance,
-                "context": context if isinstance(context, str) or context is None else "tensor",
-                "device": str(device), **sampler_options}
-    return SampleResult(np.concatenate(images), kept, timesteps, nfe, seconds, settings)
+    if bar is not None:
+        bar.close()
+    settings = {"sampler": plan["sampler"], "steps": steps, "n": n, "seed": plan["seed"],
+                "guidance": plan["guidance"], "context": plan["context_label"], "device": str(device),
+                "batch_size": plan["batch_size"], **plan["options"]}
+    return SampleResult(images, kept, timesteps, nfe, seconds, settings)
+
+
+def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, shape: tuple, fast: bool, bar):
+    """Samples lo..hi-1: x0 (hi-lo,C,H,W), their kept frames, the frames' timesteps, and the NFE per sample."""
+    generators = sample_generators(plan["seed"], hi - lo, start=lo)
+    device = plan["device"]
+    x_T = initial_noise(generators, shape).to(device)
+    ctx = None if plan["contexts"] is None else plan["contexts"](lo, hi)
+    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"])
+    eps_fn = CountingEps(CudaGraphEps(eps_fn, x_T) if fast and device.type == "cuda" else eps_fn)
+    keep = max(0, min(hi, plan["frames"]) - lo)  # rows of this batch that keep frames
+    batch_frames, timesteps = [], []
+
+    def record(info: StepInfo) -> None:
+        if bar is not None:
+            bar.update(1)
+        if keep:
+            batch_frames.append((render.to_uint8(info.x_t[:keep]), render.to_uint8(info.x0_hat[:keep])))
+            timesteps.append(info.t)
+
+    x0 = SAMPLERS[plan["sampler"]](eps_fn, x_T, model.schedule, steps=plan["steps"], generator=generators,
+                                   callback=record if keep or bar is not None else None, **plan["options"])
+    return x0, batch_frames, timesteps, eps_fn.calls
+
+
+def _check_finite(x0: torch.Tensor, model: SpriteModel, plan: dict, lo: int) -> None:
+    """A user error naming the likely cause if any sample of the batch starting at lo holds NaN or inf."""
+    bad = ~torch.isfinite(x0.flatten(1)).all(1)
+    if not bad.any():
+        return
+    first = lo + int(bad.nonzero()[0])
+    weights_ok = all(torch.isfinite(p).all() for p in model.net.state_dict().values() if p.is_floating_point())
+    if not weights_ok:
+        cause = "the model's weights hold NaN or inf (a damaged or diverged model file)"
+    elif plan["guidance"] > 10 or plan["contexts"] is not None:
+        cause = f"the guidance ({plan['guidance']:g}) or the context weights are too large"
+    else:
+        cause = "the model's output overflowed (a diverged model?)"
+    raise SpriteDiffError(f"sample {first} is not finite (NaN or inf) after sampling; likely cause: {cause}")
 
 
 def _merge_frames(kept: list, batch_frames: list) -> list:
     """Append one batch's frames (per step) to the frames of the batches before it."""
-    if not kept:
-        return batch_frames
+    if not kept or not batch_frames:
+        return kept or batch_frames
     return [(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])) for a, b in zip(kept, batch_frames)]

@@ -1,23 +1,25 @@
-"""Sampler specs: "ddpm:500,ddim:20,ddim:20:eta=1" -> a list of SamplerSpec (shared by bench and eval).
+"""Sampler specs and the checks every public entry makes on its arguments, once, before any work.
 
-One spec is `name[:steps][:key=value]...`; specs are separated by commas. Without steps a sampler
-gets its default (spritediff.samplers.DEFAULT_STEPS, else T). The options a sampler accepts are the
-keyword arguments of its function in spritediff.samplers.SAMPLERS beyond the shared ones, so new
-samplers need no change here; a value is read as the type of that argument's default.
+A spec is `name[:steps][:key=value]...`; specs are separated by commas: "ddpm:500,ddim:20,ddim:20:eta=1".
+Without steps a sampler gets its default (spritediff.samplers.DEFAULT_STEPS, else T). The options a
+sampler accepts and their allowed values are declared once, in spritediff.samplers.OPTIONS; the CLI,
+the spec strings and spritediff.sample all check values against those declarations.
+
+The check_* functions raise SpriteDiffError with one line that names the argument and what it takes.
 """
 from __future__ import annotations
 
-import inspect
+import math
+import numbers
+import operator
 from dataclasses import dataclass, field
 
-import torch
-
 from .errors import SpriteDiffError
-from .samplers import DEFAULT_STEPS, SAMPLERS
-from .schedule import Schedule
+from .samplers import DEFAULT_STEPS, OPTIONS, SAMPLERS
+from .samplers.common import shown
 
 SHARED_ARGUMENTS = ("eps_fn", "x_T", "schedule", "steps", "generator", "callback")
-TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+MAX_SEED = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -70,17 +72,32 @@ def parse_sampler_spec(text: str, T: int = 500) -> SamplerSpec:
         if key in options:
             raise SpriteDiffError(f"option {key!r} given twice in spec {text!r}")
         options[key] = value
-    spec = SamplerSpec(name, steps, options)
-    if options:
-        _probe(spec, T, text)
-    return spec
+    return SamplerSpec(name, steps, options)
 
 
 def sampler_options(name: str) -> dict:
     """The options of SAMPLERS[name]: {keyword: default}, without the arguments every sampler shares."""
-    parameters = inspect.signature(SAMPLERS[name]).parameters.values()
-    return {p.name: p.default for p in parameters
-            if p.name not in SHARED_ARGUMENTS and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {key: option.default for key, option in OPTIONS[name].items()}
+
+
+def check_sampler(name) -> str:
+    """The registered sampler called name (case and surrounding spaces ignored, as in spec strings)."""
+    if not isinstance(name, str) or name.strip().lower() not in SAMPLERS:
+        raise SpriteDiffError(f"unknown sampler {shown(name)}; choose from {', '.join(SAMPLERS)}")
+    return name.strip().lower()
+
+
+def check_options(sampler: str, options: dict, where: str = "") -> dict:
+    """options (keyword -> value) checked against SAMPLERS[sampler]'s declared OPTIONS; values converted."""
+    declared = OPTIONS[sampler]
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise SpriteDiffError(f"{sampler} takes no option {', '.join(unknown)}{where}; "
+                              f"its options: {', '.join(declared) or 'none'}")
+    try:
+        return {key: declared[key].check(value, key) for key, value in options.items()}
+    except ValueError as err:
+        raise SpriteDiffError(f"{err}{where}") from None
 
 
 def _parse_steps(field_text: str, text: str, T: int) -> int:
@@ -95,44 +112,63 @@ def _parse_steps(field_text: str, text: str, T: int) -> int:
 
 def _parse_option(name: str, item: str, text: str) -> tuple[str, object]:
     key, equals, value = (s.strip() for s in item.partition("="))
-    known = sampler_options(name)
+    declared = OPTIONS[name]
     if not equals or not key or not value:
         raise SpriteDiffError(f"bad option {item!r} in spec {text!r}; write key=value, "
-                              f"e.g. {name}:20:{next(iter(known), 'key')}=...")
-    if key not in known:
-        choices = ", ".join(known) or "none"
+                              f"e.g. {name}:20:{next(iter(declared), 'key')}=...")
+    if key not in declared:
+        choices = ", ".join(declared) or "none"
         raise SpriteDiffError(f"{name} has no option {key!r} (in spec {text!r}); its options: {choices}")
-    return key, _convert(value, known[key], key, text)
-
-
-def _convert(value: str, default, key: str, text: str):
-    """Read value as the type of the option's default (bool, int, float, str; None: int, float or str)."""
-    if isinstance(default, bool):
-        if value.lower() in TRUE_WORDS + FALSE_WORDS:
-            return value.lower() in TRUE_WORDS
-        raise SpriteDiffError(f"option {key}={value!r} in spec {text!r} is not true or false")
-    if isinstance(default, (int, float)):
-        try:
-            return type(default)(value)
-        except ValueError:
-            kind = "an integer" if isinstance(default, int) else "a number"
-            raise SpriteDiffError(f"option {key}={value!r} in spec {text!r} is not {kind}") from None
-    if isinstance(default, str):
-        return value
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
-def _probe(spec: SamplerSpec, T: int, text: str) -> None:
-    """Run the sampler once on a 1-pixel zero-noise model, so a value it rejects fails here, in one line."""
-    x_T = torch.zeros(1, 1, 1, 1)
     try:
-        SAMPLERS[spec.name](lambda x, t: torch.zeros_like(x), x_T, Schedule.course(T), steps=spec.steps,
-                            generator=[torch.Generator().manual_seed(0)], **spec.options)
-    except (ValueError, TypeError, SpriteDiffError) as err:
-        message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise SpriteDiffError(f"bad option in spec {text!r}: {message}") from None
+        return key, declared[key].parse(value, key)
+    except ValueError as err:
+        raise SpriteDiffError(f"{err} (in spec {text!r})") from None
+
+
+def check_int(value, name: str, low: int | None = None, high: int | None = None) -> int:
+    """value as an int (a bool or a float such as 2.5 is refused), within [low, high]."""
+    if isinstance(value, bool) or type(value).__name__ == "bool_":
+        number = None
+    else:
+        try:
+            number = operator.index(value)
+        except TypeError:
+            number = None
+    if number is None:
+        raise SpriteDiffError(f"{name} must be an integer, got {shown(value)}")
+    _check_range(number, name, low, high)
+    return number
+
+
+def check_number(value, name: str, low: float | None = None, high: float | None = None) -> float:
+    """value as a finite float within [low, high] (nan, inf, bools and strings are refused)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and type(value).__name__ != "bool_"
+    try:
+        number = float(value) if ok else math.nan
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise SpriteDiffError(f"{name} must be a finite number, got {shown(value)}")
+    _check_range(number, name, low, high)
+    return number
+
+
+def check_seed(value, name: str = "seed") -> int:
+    """A seed: an integer in 0..2^63-1."""
+    return check_int(value, name, 0, MAX_SEED)
+
+
+def _check_range(number, name: str, low, high) -> None:
+    if (low is not None and number < low) or (high is not None and number > high):
+        got = _text(number)
+        if high is None:
+            raise SpriteDiffError(f"{name} must be at least 1, got {got}" if low == 1 else
+                                  f"{name} must be >= {_text(low)}, got {got}")
+        if low is None:
+            raise SpriteDiffError(f"{name} must be <= {_text(high)}, got {got}")
+        raise SpriteDiffError(f"{name} must be between {_text(low)} and {_text(high)}, got {got}")
+
+
+def _text(number) -> str:
+    """An int exactly, a float briefly (%g)."""
+    return str(number) if isinstance(number, int) else f"{number:g}"

@@ -25,14 +25,19 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .checkpoint import CREDIT, SpriteModel, save_model, write_atomically
-from .data import SpriteData
+from .data import MODEL_HEIGHTS, SpriteData
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .pixels import to_model_space
 from .rng import keyed_generator
 from .schedule import Schedule
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
+PRECISIONS = ("fp32", "bf16")
+MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
+MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
+STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
 
 
 @dataclass
@@ -47,11 +52,19 @@ class TrainConfig:
     ema: float = 0.999
     seed: int = 0
     T: int = 500
+    precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
 
     def check(self) -> None:
-        for name, ok in (("steps", self.steps >= 1), ("batch", self.batch >= 1), ("lr", self.lr > 0),
-                         ("n_feat", self.n_feat >= 8 and self.n_feat % 8 == 0),
-                         ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1)):
+        """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
+        for name, value in asdict(self).items():
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+                    isinstance(value, float) and not math.isfinite(value)):
+                raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {value!r}")
+        for name, ok in (("steps", 1 <= self.steps <= MAX_STEPS), ("batch", 1 <= self.batch <= MAX_BATCH),
+                         ("lr", self.lr > 0), ("n_feat", 8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0),
+                         ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
+                         ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
+                         ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
 
@@ -84,11 +97,19 @@ def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
 
 
 def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: torch.Tensor,
-                   noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int) -> torch.Tensor:
-    """MSE between the net's eps and the true noise at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise."""
+                   noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int, precision: str = "fp32") -> torch.Tensor:
+    """MSE between the net's eps and the true noise at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise.
+
+    With precision "bf16" the forward pass runs under bf16 autocast on channels-last input; the loss is fp32.
+    """
     ab = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-    return nn.functional.mse_loss(net(x_t, t.to(x0.dtype) / T, c), noise)
+    low = precision == "bf16"
+    if low:
+        x_t = x_t.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=low):
+        eps = net(x_t, t.to(x0.dtype) / T, c)
+    return nn.functional.mse_loss(eps.float(), noise)
 
 
 class Trainer:
@@ -96,6 +117,7 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: SpriteData, device: torch.device, world: World = World()):
         config.check()
+        check_trainable(data)
         if config.batch % world.size:
             raise SpriteDiffError(f"--batch {config.batch} must be divisible by the {world.size} processes")
         self.config, self.data, self.device, self.world = config, data, device, world
@@ -103,6 +125,8 @@ class Trainer:
         n_cfeat = data.labels.shape[1] if data.labels is not None else 5
         torch.manual_seed(config.seed)  # the initial weights
         self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
+        if config.precision == "bf16":
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
@@ -123,11 +147,11 @@ class Trainer:
         rows = batch_indices(self.step, config.batch, len(self.data), config.seed)[shard].to(self.device)
         _, height, width, channels = self.images.shape
         t, noise, keep = (v[shard].to(self.device) for v in step_draws(config, self.step, (channels, height, width)))
-        x0 = self.images[rows].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x0 = to_model_space(self.images[rows])
         c = None if self.labels is None else self.labels[rows] * keep[:, None]
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T)
+        loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T, config.precision)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -146,24 +170,99 @@ class Trainer:
         write_atomically(path, lambda tmp: torch.save(self.state(), tmp))
 
     def load_state(self, path: Path) -> None:
-        """Restore everything from a training checkpoint; the run's config must match."""
+        """Restore everything from a training checkpoint; the run's config must match, except that a finished
+        run may be extended to a larger `steps` (its learning rate then decays over the new total)."""
+        state = read_state(path, self.device)
+        check_resumable(state, asdict(self.config), path)
         try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as err:
-            raise SpriteDiffError(f"cannot resume from {path}: {str(err).splitlines()[0]}") from None
-        if state["config"] != asdict(self.config):
-            diff = {k: v for k, v in state["config"].items() if asdict(self.config).get(k) != v}
-            raise SpriteDiffError(f"{path} was made with other settings ({diff}); resume with the same ones")
-        self.net.load_state_dict(state["net"])
-        self.ema.load_state_dict(state["ema"])
-        self.optimizer.load_state_dict(state["optimizer"])
+            self.net.load_state_dict(state["net"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this run's model "
+                                  f"(other data size or class count?): {reason}") from None
         self.step = state["step"]
 
     def ema_model(self, info: dict) -> SpriteModel:
+        """The EMA weights as a CPU SpriteModel (what a run saves)."""
+        return self._as_model(self.ema.module, info)
+
+    def raw_model(self, info: dict) -> SpriteModel:
+        """The live training weights as a CPU SpriteModel (for comparing against the EMA)."""
+        return self._as_model(self.net, {**info, "weights": "raw training weights (no EMA)"})
+
+    def _as_model(self, source: nn.Module, info: dict) -> SpriteModel:
         net = ContextUnet(self.net.in_channels, self.net.n_feat, self.net.n_cfeat, self.net.height)
-        net.load_state_dict({k: v.cpu() for k, v in self.ema.module.state_dict().items()})
+        net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
         classes = self.data.classes or ("hero", "non-hero", "food", "spell", "side-facing")
         return SpriteModel(net.eval(), self.schedule, classes, info)
+
+
+def read_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A training checkpoint (torch.save of Trainer.state()), read without unpickling code and checked for its keys."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for empty, truncated or foreign files
+        message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise SpriteDiffError(f"cannot resume from {path}: not a readable training checkpoint ({message})") from None
+    missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing or not isinstance(state["config"], dict) or not _is_count(state["step"], 0) or \
+            not _is_count(state["config"].get("steps"), 1):
+        raise SpriteDiffError(f"cannot resume from {path}: not a spritediff training checkpoint "
+                              f"(missing or bad: {', '.join(missing) or 'config or step'})")
+    return state
+
+
+def _is_count(value, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def check_resumable(state: dict, config: dict, path: Path) -> None:
+    """A user error unless the checkpoint's run can continue with config: same settings, more steps to do.
+
+    A setting the checkpoint predates (e.g. precision) counts as its default, which is what that run used."""
+    saved, done = {**asdict(TrainConfig()), **state["config"]}, state["step"]
+    diff = {k: v for k, v in saved.items() if config.get(k) != v and k != "steps"}
+    if diff:
+        raise SpriteDiffError(f"{path} was made with other settings ({diff}); resume with the same ones")
+    total = saved.get("steps")
+    if done >= total and config["steps"] <= done:
+        raise SpriteDiffError(f"the run in {path} is finished ({done} of {total} steps); to train it longer, "
+                              f"resume with a larger --steps (more than {done})")
+    if done < total and config["steps"] != total:
+        raise SpriteDiffError(f"the run in {path} stopped at step {done} of {total}; resume it with --steps {total} "
+                              f"(a run can be extended once it has finished)")
+
+
+def checkpoint_steps(out: Path) -> int:
+    """The total steps of the run whose checkpoint is beside out (for --resume without --steps)."""
+    path = state_path(out)
+    if not path.is_file():
+        raise SpriteDiffError(f"--resume: no training checkpoint {path}")
+    return read_state(path)["config"]["steps"]
+
+
+def check_run_files(out: Path, resume: bool, overwrite: bool) -> None:
+    """Before any work: a new run must not silently replace an existing one at out; --resume needs one."""
+    if resume and overwrite:
+        raise SpriteDiffError("--resume and --overwrite exclude each other")
+    existing = [p.name for p in (out, state_path(out), log_path(out)) if p.exists()]
+    if existing and not (resume or overwrite):
+        raise SpriteDiffError(f"{out} already holds a run ({', '.join(existing)}); pass --resume to continue it or "
+                              f"--overwrite to start over")
+    if resume and not state_path(out).is_file():
+        raise SpriteDiffError(f"--resume: no training checkpoint {state_path(out)}")
+
+
+def check_trainable(data: SpriteData) -> None:
+    """ContextUnet takes square RGB images of 16, 20, 24 or 28 pixels and at least one class (if labelled)."""
+    _, height, width, channels = data.images.shape
+    if height not in MODEL_HEIGHTS or width != height or channels != 3:
+        raise SpriteDiffError(f"training data must be square RGB images of {', '.join(map(str, MODEL_HEIGHTS))} "
+                              f"pixels (ContextUnet's sizes), got {height}x{width}x{channels}")
+    if data.labels is not None and data.labels.shape[1] < 1:
+        raise SpriteDiffError("training labels must have at least one class column")
 
 
 def state_path(out: Path) -> Path:
@@ -175,6 +274,11 @@ def log_path(out: Path) -> Path:
     return out.with_name(out.stem + ".log.jsonl")
 
 
+def snapshot_path(out: Path, step: int, raw: bool = False) -> Path:
+    """Where a snapshot of the EMA (or raw) weights at `step` is kept: OUT-step1000[-raw].safetensors."""
+    return out.with_name(f"{out.stem}-step{step}{'-raw' if raw else ''}{out.suffix}")
+
+
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -182,22 +286,35 @@ def machine_name(device: torch.device) -> str:
 
 
 def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch.device, ckpt_every: int = 1000,
-                 resume: bool = False, progress: bool = True, data_name: str = "", dtype=torch.float16) -> SpriteModel:
-    """Train, checkpointing every ckpt_every steps and at the end; returns the EMA model written to out."""
+                 resume: bool = False, progress: bool = True, data_name: str = "", dtype=torch.float16,
+                 snapshots: tuple[int, ...] = (), overwrite: bool = False) -> SpriteModel:
+    """Train, checkpointing every ckpt_every steps and at the end; returns the EMA model written to out.
+
+    At each step in `snapshots` the EMA and raw weights are also kept (snapshot_path), to measure
+    quality along the run. An existing run at out is continued (resume) or replaced (overwrite); with
+    neither, it is a user error."""
     device = local_device(device)
     world = init_world(device)
     try:
+        check_run_files(out, resume, overwrite)
         trainer = Trainer(config, data, device, world)
         if resume:
-            if not state_path(out).is_file():
-                raise SpriteDiffError(f"--resume: no training checkpoint {state_path(out)}")
             trainer.load_state(state_path(out))
-        return _train_loop(trainer, out, ckpt_every, progress and world.is_main, data_name, dtype)
+        elif overwrite and world.is_main:
+            state_path(out).unlink(missing_ok=True)
+            log_path(out).unlink(missing_ok=True)
+        try:
+            return _train_loop(trainer, out, ckpt_every, progress and world.is_main, data_name, dtype, set(snapshots))
+        except BaseException:
+            if world.is_main and not resume and not state_path(out).exists():
+                log_path(out).unlink(missing_ok=True)  # a new run that never checkpointed leaves no half a run
+            raise
     finally:
         close_world(world)
 
 
-def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, data_name: str, dtype) -> SpriteModel:
+def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, data_name: str, dtype,
+                snapshots: set[int]) -> SpriteModel:
     config, world = trainer.config, trainer.world
     info = {"weights": f"EMA (decay {config.ema}) of the training weights", "command": " ".join(
         ["spritediff"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("spritediff", "__main__.py") else "python API",
@@ -209,13 +326,19 @@ def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, da
         while trainer.step < config.steps:
             loss = trainer.train_step()
             if not math.isfinite(loss):
-                raise SpriteDiffError(f"loss became {loss} at step {trainer.step}; stopped. The last good "
-                                      f"checkpoint is kept ({state_path(out)}); try a lower --lr")
+                kept = (f"the last good checkpoint is kept ({state_path(out)})" if state_path(out).is_file()
+                        else "no checkpoint was written")
+                raise SpriteDiffError(f"loss became {loss} at step {trainer.step}; stopped, {kept}; try a lower --lr")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if world.is_main:
-                log.write(json.dumps({"step": trainer.step, "loss": round(loss, 6), "lr": trainer.lr_at(trainer.step - 1),
-                                      "seconds": round(time.perf_counter() - start, 3)}) + "\n")
+                entry = {"step": trainer.step, "loss": round(loss, 6), "lr": trainer.lr_at(trainer.step - 1),
+                         "seconds": round(time.perf_counter() - start, 3)}
+                log.write(json.dumps(entry, allow_nan=False) + "\n")
+            if trainer.step in snapshots and world.is_main:
+                info.update(steps_done=trainer.step)
+                save_model(trainer.ema_model(info), snapshot_path(out, trainer.step), dtype)
+                save_model(trainer.raw_model(info), snapshot_path(out, trainer.step, raw=True), dtype)
             if trainer.step % ckpt_every == 0 or trainer.step == config.steps:
                 log.flush()
                 info.update(steps_done=trainer.step, wall_seconds=round(time.perf_counter() - start, 1),

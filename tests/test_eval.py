@@ -72,7 +72,7 @@ def test_bad_sampler_spec_exits_2_with_one_line(tiny_model_path, fake_sprites, t
                 "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("spritediff: error:") and message in err
-    assert not any(out.iterdir())  # nothing written
+    assert not out.exists()  # nothing written, not even the folder
 
 
 def test_missing_data_and_bad_context_exit_2(tiny_model_path, fake_sprites, tmp_path, capsys):
@@ -84,7 +84,7 @@ def test_missing_data_and_bad_context_exit_2(tiny_model_path, fake_sprites, tmp_
                 "--context", "dragon", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown class 'dragon'" in err
-    assert not any(out.iterdir())
+    assert not out.exists()
 
 
 def test_real_halves_keep_mirror_pairs_together():

@@ -187,8 +187,8 @@ def test_resume_refuses_other_settings(tmp_path):
     out = tmp_path / "m.safetensors"
     run_training(TrainConfig(steps=2, batch=8, n_feat=8), data, out, torch.device("cpu"), 1, progress=False)
     with pytest.raises(SpriteDiffError, match="other settings"):
-        run_training(TrainConfig(steps=4, batch=8, n_feat=8), data, out, torch.device("cpu"), 1, resume=True,
-                     progress=False)
+        run_training(TrainConfig(steps=4, batch=8, n_feat=8, lr=5e-4), data, out, torch.device("cpu"), 1,
+                     resume=True, progress=False)
 
 
 def test_trainer_loss_uses_sqrt_of_one_minus_alpha_bar():

@@ -4,7 +4,8 @@ Every sampler takes eps_fn(x (B,C,H,W), t LongTensor (B,)) -> eps, the starting 
 Schedule, `steps` (model calls), `spacing`, `generator` and `callback(StepInfo)`; it returns the
 sample at t = 0.
 """
-from .common import StepInfo
+from . import ddim, ddpm, dpmpp, karras, plms, unipc
+from .common import Option, StepInfo
 from .ddim import sample_ddim
 from .ddpm import sample_ddpm
 from .dpmpp import sample_dpmpp_2m, sample_dpmpp_3m
@@ -33,4 +34,15 @@ DEFAULT_STEPS = {  # samplers missing here default to T steps
     "plms": 10,
 }
 
-__all__ = ["SAMPLERS", "DEFAULT_STEPS", "StepInfo"]
+OPTIONS = {  # each sampler's own keyword options, declared once (name -> Option); shared by CLI, specs, API
+    "ddpm": ddpm.OPTIONS,
+    "ddim": ddim.OPTIONS,
+    "dpmpp-2m": dpmpp.OPTIONS,
+    "dpmpp-3m": dpmpp.OPTIONS,
+    "unipc": unipc.OPTIONS,
+    "euler": karras.OPTIONS,
+    "heun": karras.OPTIONS,
+    "plms": plms.OPTIONS,
+}
+
+__all__ = ["SAMPLERS", "DEFAULT_STEPS", "OPTIONS", "Option", "StepInfo"]

@@ -6,7 +6,12 @@ import math
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, spacing_option
+
+OPTIONS = {
+    "eta": Option(float, 0.0, "noise: 0 deterministic, 1 DDPM-like", low=0.0, high=1.0),
+    "spacing": spacing_option("trailing"),
+}
 
 
 def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:

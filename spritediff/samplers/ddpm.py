@@ -10,9 +10,13 @@ import math
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, spacing_option
 
 VARIANCES = ("course", "posterior")
+OPTIONS = {
+    "variance": Option(str, "course", "noise: the course's b_t or the posterior's", choices=VARIANCES),
+    "spacing": spacing_option("trailing"),
+}
 
 
 def ddpm_sigma(ab_t: float, ab_s: float, variance: str) -> float:

@@ -15,7 +15,12 @@ import math
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, spacing_option
+
+OPTIONS = {
+    "spacing": spacing_option("logsnr"),
+    "lower_order_final": Option(bool, True, "lower the order of the last steps when steps < 15"),
+}
 
 
 def exp_weights(h: float, n: int = 3) -> list[float]:

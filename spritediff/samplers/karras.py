@@ -12,7 +12,9 @@ import math
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, spacing_option
+
+OPTIONS = {"spacing": spacing_option("karras")}
 
 
 def _eps_ve(eps_fn: EpsFn, x_ve: torch.Tensor, schedule: Schedule, t: int) -> torch.Tensor:

@@ -21,9 +21,13 @@ import math
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, spacing_option
 
 WARMUPS = ("ab", "heun")
+OPTIONS = {
+    "spacing": spacing_option("logsnr"),
+    "warmup": Option(str, "ab", "the first steps: Adams-Bashforth of lower order, or one Heun step", choices=WARMUPS),
+}
 ADAMS_BASHFORTH = {  # newest eps first
     1: (1.0,),
     2: (3 / 2, -1 / 2),
