@@ -18,7 +18,7 @@ from .pixels import to_model_space
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 COURSE_TILES = 50  # the course's 89,400 rows are 1,788 base images tiled 50 times
-MODEL_HEIGHTS = (16, 20, 24, 28)  # the image sizes ContextUnet's down/up path fits (H/4 pooled by 4 must give 1)
+MODEL_HEIGHTS = tuple(range(8, 65, 4))  # the image sizes ContextUnet takes: multiples of 4 from 8 to 64
 
 
 @dataclass

@@ -256,11 +256,11 @@ def check_run_files(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def check_trainable(data: SpriteData) -> None:
-    """ContextUnet takes square RGB images of 16, 20, 24 or 28 pixels and at least one class (if labelled)."""
+    """ContextUnet takes square RGB images of a multiple of 4 from 8 to 64 pixels and at least one class (if labelled)."""
     _, height, width, channels = data.images.shape
     if height not in MODEL_HEIGHTS or width != height or channels != 3:
-        raise SpriteDiffError(f"training data must be square RGB images of {', '.join(map(str, MODEL_HEIGHTS))} "
-                              f"pixels (ContextUnet's sizes), got {height}x{width}x{channels}")
+        raise SpriteDiffError(f"training data must be square RGB images of a multiple of 4 from {MODEL_HEIGHTS[0]} to "
+                              f"{MODEL_HEIGHTS[-1]} pixels (ContextUnet's sizes), got {height}x{width}x{channels}")
     if data.labels is not None and data.labels.shape[1] < 1:
         raise SpriteDiffError("training labels must have at least one class column")
 

@@ -272,11 +272,11 @@ def test_api_load_refuses_a_wrong_type():
 
 # --- training -----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size", [32, 15, 8, 4])
+@pytest.mark.parametrize("size", [15, 4, 68])
 def test_train_refuses_image_sizes_the_net_cannot_take(tmp_path, capsys, size):
     x, y = small_data(tmp_path, size=size)
     assert run(train_args(x, y, tmp_path / "m.safetensors")) == 2
-    one_line_error(capsys, "16, 20, 24, 28", f"{size}x{size}")
+    one_line_error(capsys, "multiple of 4 from 8 to 64", f"{size}x{size}")
     assert not (tmp_path / "m.safetensors").exists()
 
 

@@ -208,3 +208,20 @@ def test_trainer_loss_uses_sqrt_of_one_minus_alpha_bar():
     expected = (1 - ab[t]).sqrt().view(-1, 1, 1, 1) * noise
     torch.testing.assert_close(seen["x_t"], expected)
     torch.testing.assert_close(seen["t"], t / 500)
+
+
+def test_a_32x32_model_trains_saves_and_samples_at_its_size(tmp_path):
+    """Pixel art at 32 px: the data's size becomes the model's, recorded in its file, and samples come out 32x32."""
+    import spritediff
+    from spritediff.cli import main
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8))
+    np.save(tmp_path / "y.npy", np.eye(5)[rng.integers(0, 5, 24)])
+    out = tmp_path / "m32.safetensors"
+    assert main(["train", "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--out", str(out),
+                 "--steps", "2", "--batch", "8", "--n-feat", "8"]) == 0
+    model = spritediff.load(out)
+    assert model.net.height == 32
+    images = spritediff.sample(model, "ddim", 3, n=2, context="hero", seed=0, frames=False).images
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
