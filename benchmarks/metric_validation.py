@@ -101,6 +101,8 @@ def snapshot_files(run: Path) -> list[tuple[str, int, Path]]:
 def checkpoint_section(run: Path, quality: SpriteQuality, contexts, n: int, out: Path) -> dict:
     rows, grids = [], []
     for kind, step, path in snapshot_files(run):
+        if any(r["weights"] == kind and r["step"] == step for r in rows):
+            continue  # the final model is the last snapshot
         images = sample_model(path, contexts, n)
         scores = quality.score(images)
         rows.append({"weights": kind, "step": step, "file": path.name,
@@ -114,6 +116,9 @@ def checkpoint_section(run: Path, quality: SpriteQuality, contexts, n: int, out:
             if points:
                 ax.plot(*zip(*points), marker="o", label=f"{kind} weights")
         ax.set_xscale("log")
+        steps = sorted({r["step"] for r in rows})
+        ax.set_xticks(steps, [str(step) for step in steps])
+        ax.minorticks_off()
         ax.set_xlabel("training step")
         ax.set_title(metric + (" (lower is better)" if metric == "fd" else " (higher is better)"))
         if metric == "fd":
