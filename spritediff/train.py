@@ -123,8 +123,9 @@ class Trainer:
         self.config, self.data, self.device, self.world = config, data, device, world
         self.schedule = Schedule.course(config.T)
         n_cfeat = data.labels.shape[1] if data.labels is not None else 5
-        torch.manual_seed(config.seed)  # the initial weights
-        self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
+        with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed; the caller's RNG is left alone
+            torch.manual_seed(config.seed)
+            self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
         if config.precision == "bf16":
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)

@@ -225,3 +225,18 @@ def test_a_32x32_model_trains_saves_and_samples_at_its_size(tmp_path):
     assert model.net.height == 32
     images = spritediff.sample(model, "ddim", 3, n=2, context="hero", seed=0, frames=False).images
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
+
+
+def test_trainer_leaves_the_global_rng_alone(tmp_path):
+    """The initial weights come from the run's seed without reseeding the caller's generator."""
+    from spritediff.data import SpriteData
+    from spritediff.train import TrainConfig, Trainer
+
+    data = SpriteData(torch.zeros(8, 16, 16, 3, dtype=torch.uint8), None, ())
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = Trainer(TrainConfig(steps=1, batch=4, n_feat=8, seed=5), data, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), expected)
+    b = Trainer(TrainConfig(steps=1, batch=4, n_feat=8, seed=5), data, torch.device("cpu"))
+    assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
