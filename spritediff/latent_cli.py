@@ -30,7 +30,7 @@ def check_out(path: str) -> None:
 
 
 def write_record(stage: Path, record: dict) -> None:
-    (stage / "run.json").write_text(json.dumps(record, indent=2) + "\n")
+    (stage / "run.json").write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
 
 
 def model_record(model) -> dict:

@@ -265,6 +265,11 @@ BAD = [
     (["interpolate", "--images", "{f}/four.npy"], "two images"),
     (["interpolate", "--seeds", "1"], "two seeds"),
     (["interpolate", "--seeds", "1", "2", "--frames", "1"], "--frames"),
+    (["interpolate", "--seeds", "1", "-2"], "--seeds"),
+    (["interpolate", "--seeds", "1", "2", "--guidance", "nan"], "--guidance"),
+    (["edit", "{f}/s0.png", "--seed", "-3"], "--seed"),
+    (["edit", "{f}/s0.png", "--guidance", "inf"], "--guidance"),
+    (["invert", "{f}/s0.png", "--guidance", "nan"], "--guidance"),
 ]
 
 

@@ -49,7 +49,7 @@ def save_features(model: FeatureModel, path: str | os.PathLike, dtype: torch.dty
     tensors = {k: v.to(dtype).contiguous() for k, v in model.net.state_dict().items()}
     config = {"format": FORMAT, "net": model.net.config(), "classes": list(model.classes),
               "dtype": str(dtype).replace("torch.", ""), "info": model.info}
-    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config)}))
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config, allow_nan=False)}))
 
 
 def load_features(path: str | os.PathLike | None = None) -> FeatureModel:

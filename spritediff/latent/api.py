@@ -20,6 +20,7 @@ from ..denoiser import DEFAULT_GUIDANCE, Denoiser
 from ..errors import SpriteDiffError
 from ..pixels import to_model_space, to_uint8
 from ..samplers import SAMPLERS
+from ..specs import check_number, check_seed
 from ..sampling import CountingEps, SampleResult, _merge_frames, initial_noise, resolve_device, sample_generators
 from .editing import inpaint_ddim, noise_to, truncated_schedule
 from .images import check_size, read_images, read_mask
@@ -164,8 +165,7 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     """
     check_method(method)
     check_steps(model, steps)
-    if guidance < 0:
-        raise SpriteDiffError(f"--guidance must be >= 0, got {guidance}")
+    guidance = check_number(guidance, "--guidance", 0)
     pixels, names = as_images(images, model)
     if labels is not None and len(labels) != len(pixels):
         raise SpriteDiffError(f"--labels has {len(labels)} rows for {len(pixels)} images")
@@ -217,6 +217,7 @@ def _ends_from_seeds(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tens
     """(2,C,H,W): the x_T that spritediff.sample draws for sample 0 with each seed."""
     if len(seeds) != 2:
         raise SpriteDiffError(f"--seeds takes two seeds, got {len(seeds)}")
+    seeds = [check_seed(s, "--seeds") for s in seeds]
     return torch.cat([initial_noise(sample_generators(s, 1), shape) for s in seeds])
 
 
@@ -245,8 +246,7 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     check_steps(model, steps)
     check_method(method)
     guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
-    if guidance < 0:
-        raise SpriteDiffError(f"--guidance must be >= 0, got {guidance}")
+    guidance = check_number(guidance, "--guidance", 0)
     c_a, c_b = _two_contexts(model, context)
     net, device = working_net(model, device, torch.float32)
     shape = (net.in_channels, net.height, net.height)
@@ -292,6 +292,7 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     whole range 0..T, so a run from t0 takes round(steps t0 / T). Result i uses noise stream (seed, i).
     resample: RePaint's resampling with a mask, R model calls per step (default 5; 1 = plain replacement).
     """
+    seed, guidance = check_seed(seed, "--seed"), check_number(guidance, "--guidance", 0)
     pixels, _ = as_images(image, model, "IMAGE")
     if len(pixels) != 1:
         raise SpriteDiffError(f"IMAGE: edit takes one image, got {len(pixels)}")
@@ -323,8 +324,7 @@ def _edit_options(strength: float | None, masked: bool, n: int, guidance: float,
         raise SpriteDiffError(f"--strength must be between 0 and 1, got {strength}")
     if n < 1:
         raise SpriteDiffError(f"--n must be at least 1, got {n}")
-    if guidance < 0:
-        raise SpriteDiffError(f"--guidance must be >= 0, got {guidance}")
+    guidance = check_number(guidance, "--guidance", 0)
     resample = (REPAINT_DEFAULT if masked else 1) if resample is None else resample
     if resample < 1 or (resample > 1 and not masked):
         raise SpriteDiffError(f"--resample must be at least 1 and applies to inpainting (--mask), got {resample}")
