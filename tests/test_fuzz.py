@@ -21,8 +21,7 @@ import pytest
 import torch
 from conftest import tiny_model
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
+from hypothesis import HealthCheck, event, given, settings  # noqa: E402 (a [test] dependency: never skipped)
 from hypothesis import strategies as st  # noqa: E402
 
 import spritediff  # noqa: E402
