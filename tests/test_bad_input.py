@@ -157,7 +157,7 @@ def rewrite_metadata(source: Path, target: Path, change) -> Path:
     (lambda c: [c], ["not a JSON object"]),
     (lambda c: {**c, "schedule": {**c["schedule"], "beta_end": 2}}, ["beta_end < 1"]),
     (lambda c: {**c, "classes": ["hero", "food"]}, ["classes must be 5 distinct"]),
-    (lambda c: {**c, "net": {**c["net"], "height": 32}}, ["net.height must be an integer in 16..28"]),
+    (lambda c: {**c, "net": {**c["net"], "height": 68}}, ["net.height must be an integer in 8..64"]),
 ])
 def test_crafted_metadata_is_one_line(tiny_model_path, tmp_path, capsys, change, words):
     crafted = rewrite_metadata(tiny_model_path, tmp_path / "crafted.safetensors", change)
