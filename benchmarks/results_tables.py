@@ -56,9 +56,10 @@ def guidance_table(folder: Path) -> str:
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/eval")
-    lab, solvers = load(folder, "lab"), load(folder, "solvers")
-    print("## lab\n" + lab_table(lab) + f"\n\nnoise: {lab['noise']}\n")
-    print("## solvers\n" + solver_table(solvers) + f"\n\nnoise: {solvers['noise']}\n")
+    for name, table in (("lab", lab_table), ("solvers", solver_table)):
+        if (folder / name / "eval.json").is_file():
+            record = load(folder, name)
+            print(f"## {name}\n" + table(record) + f"\n\nnoise: {record['noise']}\n")
     print("## guidance\n" + guidance_table(folder))
 
 
