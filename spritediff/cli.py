@@ -105,16 +105,10 @@ def add_sampler_option_arguments(p) -> None:
 
 def sampler_options(args) -> dict:
     """The sampler options given on the command line, parsed and checked for args.sampler."""
-    from .samplers import OPTIONS
-    from .specs import check_sampler
+    from .specs import check_sampler, declared_options
 
     given = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_") and v is not None}
-    sampler = check_sampler(args.sampler)
-    declared = OPTIONS[sampler]
-    unknown = sorted(set(given) - set(declared))
-    if unknown:
-        raise SpriteDiffError(f"{sampler} takes no option {', '.join(unknown)}; "
-                              f"its options: {', '.join(declared) or 'none'}")
+    declared = declared_options(check_sampler(args.sampler), given)
     try:
         return {key: declared[key].parse(text, "--" + key.replace("_", "-")) for key, text in given.items()}
     except ValueError as err:

@@ -50,18 +50,19 @@ def load_data(path: str | Path, labels: str | Path | None = None) -> SpriteData:
     return load_npy(path, Path(labels) if labels is not None else None)
 
 
-def _read_npy(path: Path, what: str) -> np.ndarray:
+def read_npy(path: Path, what: str) -> np.ndarray:
+    """A .npy array without unpickling; a missing or damaged file is a one-line user error naming `what`."""
     if not path.is_file():
         raise SpriteDiffError(f"{what} file not found: {path}")
     try:
         return np.load(path, allow_pickle=False)
     except Exception as err:  # numpy raises many types for a damaged header (ValueError, SyntaxError, EOFError...)
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise SpriteDiffError(f"{path} is not a readable .npy array: {reason}") from None
+        raise SpriteDiffError(f"{what}: {path} is not a readable .npy array: {reason}") from None
 
 
 def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
-    images = _read_npy(path, "data")
+    images = read_npy(path, "data")
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
         raise SpriteDiffError(f"{path}: expected (N,H,H,3) images, got shape {images.shape}")
     if images.dtype != np.uint8:
@@ -70,7 +71,7 @@ def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
         raise SpriteDiffError(f"{path} holds no images")
     if labels_path is None:
         return SpriteData(torch.from_numpy(images), None, ())
-    labels = _read_npy(labels_path, "labels")
+    labels = read_npy(labels_path, "labels")
     if labels.ndim != 2 or len(labels) != len(images) or labels.shape[1] < 1:
         raise SpriteDiffError(f"{labels_path}: expected ({len(images)}, K) labels for {len(images)} images, "
                               f"got shape {labels.shape}")

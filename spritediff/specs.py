@@ -87,13 +87,19 @@ def check_sampler(name) -> str:
     return name.strip().lower()
 
 
-def check_options(sampler: str, options: dict, where: str = "") -> dict:
-    """options (keyword -> value) checked against SAMPLERS[sampler]'s declared OPTIONS; values converted."""
+def declared_options(sampler: str, names, where: str = "") -> dict:
+    """SAMPLERS[sampler]'s declared OPTIONS, after refusing any of `names` it does not declare."""
     declared = OPTIONS[sampler]
-    unknown = sorted(set(options) - set(declared))
+    unknown = sorted(set(names) - set(declared))
     if unknown:
         raise SpriteDiffError(f"{sampler} takes no option {', '.join(unknown)}{where}; "
                               f"its options: {', '.join(declared) or 'none'}")
+    return declared
+
+
+def check_options(sampler: str, options: dict, where: str = "") -> dict:
+    """options (keyword -> value) checked against SAMPLERS[sampler]'s declared OPTIONS; values converted."""
+    declared = declared_options(sampler, options, where)
     try:
         return {key: declared[key].check(value, key) for key, value in options.items()}
     except ValueError as err:

@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data import read_npy
 from ..errors import SpriteDiffError
 
 PNG_SUFFIXES = {".png"}
@@ -68,12 +69,7 @@ def _mode_kind(mode: str) -> str:
 
 
 def read_npy_images(path: Path, what: str) -> np.ndarray:
-    if not path.is_file():
-        raise SpriteDiffError(f"{what}: file not found: {path}")
-    try:
-        images = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise SpriteDiffError(f"{what}: {path} is not a readable .npy array: {err}") from None
+    images = read_npy(path, what)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise SpriteDiffError(f"{what}: {path} must hold (N,H,W,3) uint8 RGB images, got {images.dtype} {images.shape}")
     return images
@@ -110,13 +106,7 @@ def read_mask(source: str | Path | np.ndarray, size: int) -> np.ndarray:
 
 def read_labels(path: str | Path, n: int) -> np.ndarray:
     """(n,K) float labels for --context auto."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpriteDiffError(f"--labels: file not found: {path}")
-    try:
-        labels = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise SpriteDiffError(f"--labels: {path} is not a readable .npy array: {err}") from None
+    labels = read_npy(Path(path), "--labels")
     if labels.ndim != 2 or len(labels) != n or not np.issubdtype(labels.dtype, np.number):
         raise SpriteDiffError(f"--labels: expected ({n}, K) numbers for {n} images, got {labels.dtype} {labels.shape}")
     return labels.astype(np.float32)
