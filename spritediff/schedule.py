@@ -71,11 +71,6 @@ class Schedule:
         """(T+1,) float64 k-diffusion sigmas, increasing from 0."""
         return ((1.0 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
 
-    def t_from_sigma(self, sigma: float) -> float:
-        """Continuous t for a k-diffusion sigma: linear interpolation of log sigma over t in 1..T."""
-        log_sigmas = self.sigmas()[1:].log().numpy()
-        return float(np.interp(math.log(sigma), log_sigmas, np.arange(1, self.T + 1)))
-
     def timesteps(self, steps: int, spacing: str = "trailing") -> list[int]:
         """The grid of a sampler with `steps` model calls: steps+1 strictly decreasing ints, t_0 <= T,
         last 0.
@@ -120,7 +115,7 @@ class Schedule:
         return (hi + np.linspace(0.0, 1.0, n) * (lo - hi)) ** rho
 
     def _karras_grid(self, steps: int) -> np.ndarray:
-        """Continuous t of the Karras sigmas, interpolated as t_from_sigma does."""
+        """Continuous t of the Karras sigmas: linear interpolation of log sigma over t in 1..T."""
         log_sigmas = self.sigmas()[1:].log().numpy()
         return np.interp(np.log(self.karras_sigmas(steps)), log_sigmas, np.arange(1, self.T + 1, dtype=np.float64))
 

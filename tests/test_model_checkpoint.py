@@ -99,6 +99,29 @@ def test_fp16_save_halves_the_file_and_loads_as_float32(tmp_path):
     torch.testing.assert_close(weight, model.net.init_conv.conv1[0].weight, rtol=1e-3, atol=1e-4)
 
 
+def test_convert_fp16_from_the_cli_stores_float16_and_loads_as_float32(tmp_path):
+    """`convert --fp16` writes each float weight as float16 (the source rounded to half), integer buffers as they
+    are; without the flag, float32 as in the source. Loading gives float32 either way."""
+    from safetensors import safe_open
+
+    state = course_state_dict(n_feat=16)
+    torch.save(state, tmp_path / "course.pth")
+    half, full = tmp_path / "half.safetensors", tmp_path / "full.safetensors"
+    assert main(["convert", str(tmp_path / "course.pth"), str(half), "--fp16"]) == 0
+    assert main(["convert", str(tmp_path / "course.pth"), str(full)]) == 0
+    for path, dtype in ((half, torch.float16), (full, torch.float32)):
+        with safe_open(str(path), framework="pt") as f:
+            stored = {key: f.get_tensor(key) for key in f.keys()}
+        assert stored.keys() == state.keys()
+        for key, value in state.items():
+            wanted = value.to(dtype) if value.is_floating_point() else value
+            assert stored[key].dtype == wanted.dtype and torch.equal(stored[key], wanted), key
+    loaded = load_model(half).net.state_dict()
+    weight = "init_conv.conv1.0.weight"
+    assert loaded[weight].dtype == torch.float32 and torch.equal(loaded[weight], state[weight].half().float())
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+
+
 def test_metadata_is_json_config(tmp_path):
     save_model(tiny_model(), tmp_path / "m.safetensors")
     from safetensors import safe_open
@@ -109,14 +132,13 @@ def test_metadata_is_json_config(tmp_path):
 
 
 def bad_files(tmp_path: Path) -> dict:
+    """name -> (path, a phrase its error must hold), one for each way a model file can be bad."""
     good = tmp_path / "good.safetensors"
     save_model(tiny_model(), good)
     data = good.read_bytes()
     (tmp_path / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (tmp_path / "garbage.safetensors").write_bytes(b"not a model at all")
     save_file({"w": torch.zeros(2)}, tmp_path / "plain.safetensors")
-    save_model(tiny_model(n_feat=16), tmp_path / "wide.safetensors")
-    wide = load_model(tmp_path / "wide.safetensors")
     (tmp_path / "notdict.pth").write_bytes(b"\x80\x04K\x01.")  # a pickled int
     torch.save({"init_conv.conv1.0.weight": torch.zeros(8, 3, 3, 3)}, tmp_path / "partial.pth")
     return {"missing": (tmp_path / "nope.safetensors", "not found"),
@@ -124,16 +146,33 @@ def bad_files(tmp_path: Path) -> dict:
             "garbage": (tmp_path / "garbage.safetensors", "truncated or corrupt"),
             "plain": (tmp_path / "plain.safetensors", "not a spritediff model"),
             "notdict": (tmp_path / "notdict.pth", "state_dict"),
-            "partial": (tmp_path / "partial.pth", "not a ContextUnet state_dict"),
-            "wide": (wide, None)}
+            "partial": (tmp_path / "partial.pth", "not a ContextUnet state_dict")}
 
 
-def test_bad_model_files_are_one_line_errors(tmp_path):
-    for name, (path, message) in bad_files(tmp_path).items():
-        if message is None:
-            continue
-        with pytest.raises(SpriteDiffError, match=message):
-            load_model(path)
+@pytest.mark.parametrize("name", ["missing", "truncated", "garbage", "plain", "notdict", "partial"])
+def test_bad_model_files_are_one_line_errors(tmp_path, capsys, name):
+    """Each bad file is a SpriteDiffError whose message is one line naming the file and what is wrong; the CLI
+    prints it as one line on stderr and exits with 2."""
+    path, message = bad_files(tmp_path)[name]
+    with pytest.raises(SpriteDiffError, match=message) as err:
+        load_model(path)
+    text = str(err.value)
+    assert "\n" not in text and "\r" not in text and path.name in text
+    assert main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("spritediff: error: ") and message in lines[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_model_of_another_width_is_no_bad_file(tmp_path):
+    """A net wider than the default (n_feat 16, not 8) loads with its own width and weights: the width comes
+    from the file's metadata, not from an assumption."""
+    model = tiny_model(n_feat=16)
+    save_model(model, tmp_path / "wide.safetensors")
+    wide = load_model(tmp_path / "wide.safetensors")
+    assert wide.net.n_feat == 16 and wide.config()["net"] == model.config()["net"]
+    for key, value in model.net.state_dict().items():
+        assert torch.equal(wide.net.state_dict()[key], value), key
 
 
 def test_other_shapes_name_the_keys(tmp_path):

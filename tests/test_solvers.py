@@ -2,6 +2,7 @@
 convergence orders (log-log slope of the max error against the probability-flow ODE solution over steps)."""
 from __future__ import annotations
 
+import bisect
 import inspect
 import math
 
@@ -89,11 +90,44 @@ def test_registry_has_the_new_samplers_with_ten_default_steps():
         assert name in SAMPLERS and DEFAULT_STEPS[name] == 10
 
 
+def course_log_sigmas() -> list[float]:
+    """log sigma_t = 0.5 log((1 - ab_t) / ab_t) = -lambda_t for t = 1..500 of the course schedule, increasing,
+    from its definition (docs/design.md 4.1), not from Schedule."""
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 501))[1:]
+    return [0.5 * math.log((1 - a) / a) for a in ab]
+
+
+def t_where(table: list[float], value: float) -> float:
+    """The continuous t in 1..T at which an increasing table (table[i] belongs to t = i + 1) takes `value`: the
+    two integer t around it by bisection, then the straight line between them."""
+    i = bisect.bisect_left(table, value)  # table[i - 1] < value <= table[i], at t = i and t = i + 1
+    if i == 0:
+        return 1.0
+    if i == len(table):
+        return float(len(table))
+    return i + (value - table[i - 1]) / (table[i] - table[i - 1])
+
+
+def hand_grid(spacing: str, steps: int) -> list[int]:
+    """The model times of a karras or logsnr grid, stated from the definitions in docs/design.md 4.5 and rounded
+    half up: Karras sigmas (rho = 7) from sigma(T) to sigma(1), or uniform lambda from lambda_T to lambda_1, each
+    mapped to t by log-sigma interpolation."""
+    log_sigma = course_log_sigmas()
+    ramp = [k / (steps - 1) if steps > 1 else 0.0 for k in range(steps)]
+    if spacing == "karras":
+        hi, lo = math.exp(log_sigma[-1]) ** (1 / 7), math.exp(log_sigma[0]) ** (1 / 7)
+        values = [7 * math.log(hi + r * (lo - hi)) for r in ramp]
+    else:  # logsnr: lambda from -log_sigma[-1] to -log_sigma[0], as log sigma = -lambda
+        values = [log_sigma[-1] + r * (log_sigma[0] - log_sigma[-1]) for r in ramp]
+    return [math.floor(t_where(log_sigma, v) + 0.5) for v in values]
+
+
 def test_karras_spacing():
     schedule = Schedule.course()
+    for steps in range(1, 58):  # up to 57 steps the rounded Karras times are distinct: nothing is pushed apart
+        assert schedule.timesteps(steps, "karras") == hand_grid("karras", steps) + [0], steps
     ts = schedule.timesteps(10, "karras")
-    wanted = [math.floor(schedule.t_from_sigma(s) + 0.5) for s in schedule.karras_sigmas(10)]
-    assert ts == wanted + [0] and ts[0] == 500 and ts[-2:] == [1, 0]
+    assert ts[0] == 500 and ts[-2:] == [1, 0]
     sigmas = schedule.karras_sigmas(10)
     assert sigmas[0] == pytest.approx(schedule.sigma(500), rel=1e-12)
     assert sigmas[-1] == pytest.approx(schedule.sigma(1), rel=1e-12)
@@ -108,12 +142,13 @@ def test_karras_spacing():
 
 @pytest.mark.parametrize("spacing, steps_list", [("logsnr", ORDER_STEPS), ("karras", ORDER_STEPS)])
 def test_order_grids_round_without_collisions(spacing, steps_list):
-    """On the steps used for the orders, rounding to integer t never pushes two points apart, so the solvers run
-    on the intended grid (rounded, with each step using its integer t's exact sigma)."""
+    """On the steps used for the orders, the hand-computed grid rounds to distinct integer t (so nothing needs
+    pushing apart) and the sampler's grid is exactly it: the solvers run on the intended grid."""
     schedule = Schedule.course()
-    raw = {"logsnr": schedule._logsnr_grid, "karras": schedule._karras_grid}[spacing]
     for steps in steps_list:
-        assert schedule.timesteps(steps, spacing)[:-1] == [int(v) for v in np.floor(raw(steps) + 0.5)]
+        wanted = hand_grid(spacing, steps)
+        assert wanted[0] == 500 and wanted[-1] == 1 and all(a > b for a, b in zip(wanted, wanted[1:])), wanted
+        assert schedule.timesteps(steps, spacing) == wanted + [0]
 
 
 @pytest.mark.parametrize("name, options, calls", [
