@@ -121,8 +121,10 @@ def add_sample_parser(sub) -> None:
     p = sub.add_parser("sample", help="sample a model; write grid.png, denoise.gif, samples.npy, run.json",
                        description="Sample a sprite model and write DIR/grid.png (the first sprites), DIR/denoise.gif "
                                    "(x_t beside the predicted x0 at each step, for the first --gif-n sprites), "
-                                   "DIR/samples.npy (N,16,16,3 uint8, written batch by batch) and DIR/run.json. "
-                                   "DIR is created (or updated) only when all of them are in place.")
+                                   "DIR/samples.npy (N,H,H,C uint8, written batch by batch; C = 4 for an RGBA "
+                                   "model) and DIR/run.json. An RGBA model's grid.png keeps its transparency and its "
+                                   "denoise.gif shows the sprites on a checkerboard. DIR is created (or updated) only "
+                                   "when all of them are in place.")
     add_model_argument(p)
     p.add_argument("--sampler", default="ddim", help="ddpm, ddim, or another registered sampler (default: ddim)")
     p.add_argument("--steps", type=_integer, help="sampler steps, any value 1..T (default: ddpm T=500, ddim 20, "
@@ -329,8 +331,15 @@ def add_train_parser(sub) -> None:
                                    "of the weights, which is what the saved model holds. Writes OUT (.safetensors), "
                                    "OUT's .train.pt (resumable state) and .log.jsonl beside it. Several processes: "
                                    "torchrun --nproc_per_node=K -m spritediff train ...")
-    p.add_argument("--data", required=True, help="(N,H,H,3) uint8 .npy (the course's sprites file or the base set), "
-                                                 "or a folder with one subfolder of images per class")
+    p.add_argument("--data", required=True, help="(N,H,H,3) RGB or (N,H,H,4) RGBA uint8 .npy (e.g. the course's "
+                                                 "sprites file), or a folder of images: one subfolder per class, or "
+                                                 "the images themselves (no classes); H a multiple of 4 from 8 to 64")
+    p.add_argument("--channels", choices=("auto", 3, 4), default="auto",
+                   type=lambda text: int(text) if text in ("3", "4") else text,
+                   help="auto (default): an array keeps its own; a folder is RGBA if any pixel of any image is not "
+                        "fully opaque (its opaque images then get alpha 255), else RGB. 3: RGB, transparency "
+                        "flattened onto black. 4: RGBA, alpha 255 where an image has none. A fully transparent "
+                        "pixel's invisible colour is stored as black")
     p.add_argument("--labels", help="(N,K) one-hot .npy for a context model (the course's labels file)")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     length = p.add_mutually_exclusive_group()
@@ -394,7 +403,7 @@ def run_train(args) -> int:
     out = model_out_path(args.out)
     check_run_files(out, args.resume, args.overwrite)
     device = resolve_device(args.device)
-    data = load_data(args.data, args.labels)
+    data = load_data(args.data, args.labels, args.channels)
     steps = train_steps(args, len(data), out)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
                          context_drop=args.context_drop, ema=args.ema, seed=args.seed,

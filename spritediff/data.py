@@ -1,7 +1,11 @@
 """Training data: the course's .npy files (as shipped, or the de-duplicated base set), or image folders.
 
-On disk images are uint8 NHWC; `SpriteData.images` keeps them so, and `batch` converts a batch to
-float NCHW in [-1, 1].
+On disk images are uint8 NHWC, RGB or RGBA (straight alpha); `SpriteData.images` keeps them so
+(the trainer converts batches with `pixels.to_model_space`). Channels: `auto` keeps an array's own
+3 or 4 and makes a folder RGBA when any pixel of any image is not fully opaque (its opaque images
+then get alpha 255), RGB otherwise; 3 flattens transparency onto black (the course sprites'
+background); 4 gives RGB images alpha 255. A fully transparent pixel's colour is invisible, so it
+is stored as 0 (black): the model does not learn colours nobody sees.
 """
 from __future__ import annotations
 
@@ -14,16 +18,23 @@ from PIL import Image
 
 from .checkpoint import COURSE_CLASSES
 from .errors import SpriteDiffError
-from .pixels import to_model_space
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 COURSE_TILES = 50  # the course's 89,400 rows are 1,788 base images tiled 50 times
 MODEL_HEIGHTS = tuple(range(8, 65, 4))  # the image sizes ContextUnet takes: multiples of 4 from 8 to 64
+CHANNELS = ("auto", 3, 4)  # what --channels takes
+CHANNEL_NAMES = {3: "RGB", 4: "RGBA"}
+
+
+def image_kind(height: int, channels: int) -> str:
+    """The images a model or a data set holds, for messages: "32x32 RGBA"."""
+    return f"{height}x{height} {CHANNEL_NAMES.get(channels, f'{channels}-channel')}"
 
 
 @dataclass
 class SpriteData:
-    """images: (N,H,W,C) uint8; labels: (N,K) float32 context vectors or None; classes: K names."""
+    """images: (N,H,W,C) uint8, C = 3 (RGB) or 4 (RGBA); labels: (N,K) float32 context vectors or None;
+    classes: K names."""
 
     images: torch.Tensor
     labels: torch.Tensor | None
@@ -32,22 +43,42 @@ class SpriteData:
     def __len__(self) -> int:
         return len(self.images)
 
-    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(B,C,H,W) float32 in [-1,1] and (B,K) labels (or None) for the given row indices."""
-        x = to_model_space(self.images[indices])
-        return x, None if self.labels is None else self.labels[indices]
 
-
-def load_data(path: str | Path, labels: str | Path | None = None) -> SpriteData:
-    """A folder of class subfolders, or an (N,H,W,3) uint8 .npy with an optional (N,K) one-hot .npy."""
+def load_data(path: str | Path, labels: str | Path | None = None, channels: str | int = "auto") -> SpriteData:
+    """A folder of images (one subfolder per class, or the images themselves: no labels), or an (N,H,W,3|4) uint8
+    .npy with an optional (N,K) one-hot .npy; channels: "auto", 3 or 4 (see the module docstring)."""
     if not isinstance(path, (str, Path)) or not str(path).strip():
         raise SpriteDiffError(f"--data must be a path, got {path!r}")
+    if channels != "auto" and (isinstance(channels, bool) or not isinstance(channels, int) or channels not in CHANNELS):
+        raise SpriteDiffError(f"--channels must be auto, 3 (RGB) or 4 (RGBA), got {channels!r}")
     path = Path(path)
     if path.is_dir():
         if labels is not None:
             raise SpriteDiffError("--labels is for .npy data; an image folder's labels are its subfolders")
-        return load_image_folder(path)
-    return load_npy(path, Path(labels) if labels is not None else None)
+        data = load_image_folder(path)
+    else:
+        data = load_npy(path, Path(labels) if labels is not None else None)
+        channels = data.images.shape[-1] if channels == "auto" else channels  # an array keeps its own channels
+    images = with_channels(data.images.numpy(), channels)
+    return SpriteData(torch.from_numpy(images), data.labels, data.classes)
+
+
+def with_channels(images: np.ndarray, channels: str | int = "auto") -> np.ndarray:
+    """(N,H,W,3|4) uint8 -> (N,H,W,C) uint8 with C = channels ("auto": 4 if any alpha is below 255, else 3).
+
+    4 -> 3 composites onto black (RGB x alpha / 255, rounded); 3 -> 4 appends alpha 255; RGBA output has
+    the colour of fully transparent pixels set to 0."""
+    has_alpha = images.shape[-1] == 4
+    if channels == "auto":
+        channels = 4 if has_alpha and (images[..., 3] < 255).any() else 3
+    if not has_alpha:
+        if channels == 3:
+            return images
+        return np.concatenate([images, np.full(images.shape[:-1] + (1,), 255, np.uint8)], axis=-1)
+    if channels == 3:
+        flat = images[..., :3].astype(np.uint16) * images[..., 3:] + 127  # + 127: rounds the division by 255
+        return (flat // 255).astype(np.uint8)
+    return np.where(images[..., 3:] == 0, np.uint8(0), images)
 
 
 def read_npy(path: Path, what: str) -> np.ndarray:
@@ -62,9 +93,10 @@ def read_npy(path: Path, what: str) -> np.ndarray:
 
 
 def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
+    """(N,H,H,3) RGB or (N,H,H,4) RGBA uint8 images, as they are, and their optional (N,K) labels."""
     images = read_npy(path, "data")
-    if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2]:
-        raise SpriteDiffError(f"{path}: expected (N,H,H,3) images, got shape {images.shape}")
+    if images.ndim != 4 or images.shape[-1] not in CHANNEL_NAMES or images.shape[1] != images.shape[2]:
+        raise SpriteDiffError(f"{path}: expected (N,H,H,3) RGB or (N,H,H,4) RGBA images, got shape {images.shape}")
     if images.dtype != np.uint8:
         raise SpriteDiffError(f"{path}: expected uint8 pixels, got {images.dtype}")
     if len(images) == 0:
@@ -83,27 +115,44 @@ def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
 
 
 def load_image_folder(root: Path) -> SpriteData:
-    """root/<class>/<image>: one-hot labels over the sorted subfolder names; all images one size, RGB."""
+    """root/<class>/<image>: one-hot labels over the sorted subfolder names; without class subfolders,
+    root/<image>: no labels. All images one square size; (N,H,H,4) RGBA as read (alpha 255 where a file has none)."""
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    files = [(i, f) for i, d in enumerate(class_dirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [(i, f) for i, d in enumerate(class_dirs) for f in _image_files(d)]
+    if files:
+        labels = torch.nn.functional.one_hot(torch.tensor([i for i, _ in files]), len(class_dirs)).float()
+        return SpriteData(_read_images(root, [f for _, f in files]), labels, tuple(d.name.lower() for d in class_dirs))
+    files = _image_files(root)
     if not files:
-        raise SpriteDiffError(f"{root} has no images in class subfolders (expected {root}/<class>/<image>.png)")
-    arrays = [_read_image(f) for _, f in files]
+        raise SpriteDiffError(f"{root} has no images (expected {root}/<image>.png, or {root}/<class>/<image>.png "
+                              f"for a context model)")
+    return SpriteData(_read_images(root, files), None, ())
+
+
+def _read_images(root: Path, files: list[Path]) -> torch.Tensor:
+    """(N,H,H,4) uint8 RGBA of the files, which must all be one square size (root is named in the error)."""
+    arrays = [_read_image(f) for f in files]
     sizes = {a.shape for a in arrays}
     if len(sizes) != 1:
         raise SpriteDiffError(f"{root}: images differ in size ({', '.join(str(s[:2]) for s in sorted(sizes))})")
     (h, w, _), = sizes
     if h != w:
         raise SpriteDiffError(f"{root}: images must be square, got {h}x{w}")
-    labels = torch.nn.functional.one_hot(torch.tensor([i for i, _ in files]), len(class_dirs)).float()
-    return SpriteData(torch.from_numpy(np.stack(arrays)), labels, tuple(d.name.lower() for d in class_dirs))
+    return torch.from_numpy(np.stack(arrays))
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """The image files directly in folder (by suffix, hidden files skipped), sorted by name."""
+    return [f for f in sorted(folder.iterdir()) if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+            and not f.name.startswith(".")]
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """(H,W,3) uint8 pixels of one image file; a corrupt or unreadable file is a user error naming it."""
+    """(H,W,4) uint8 RGBA pixels of one image file (alpha 255 where the file has none); a corrupt or unreadable
+    file is a user error naming it."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(image.convert("RGBA"))
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise SpriteDiffError(f"{path} is not a readable image: {reason}") from None

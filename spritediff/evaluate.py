@@ -80,7 +80,7 @@ def run_eval(args) -> int:
     T = model.schedule.T
     specs = parse_sampler_specs(args.samplers, T)
     noise_spec = parse_sampler_spec(args.noise_sampler, T) if args.noise_sampler else specs[0]
-    data = load_data(args.data, args.labels)
+    data = load_data(args.data, args.labels, channels=model.net.in_channels)  # an RGBA folder flattened for an RGB model
     real, labels = base_set(data.images.numpy(), None if data.labels is None else data.labels.numpy())
     context_streams = sample_generators(args.seed, args.n, stream=1)
     if (args.context or "").strip().lower() == "data":

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .checkpoint import CREDIT, SpriteModel, save_model, write_atomically
-from .data import MODEL_HEIGHTS, SpriteData
+from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
@@ -175,6 +175,7 @@ class Trainer:
         run may be extended to a larger `steps` (its learning rate then decays over the new total)."""
         state = read_state(path, self.device)
         check_resumable(state, asdict(self.config), path)
+        check_same_images(state["net"], self.net, path)
         try:
             self.net.load_state_dict(state["net"])
             self.ema.load_state_dict(state["ema"])
@@ -244,6 +245,21 @@ def checkpoint_steps(out: Path) -> int:
     return read_state(path)["config"]["steps"]
 
 
+def check_same_images(saved_net: dict, net: ContextUnet, path: Path) -> None:
+    """A user error unless the checkpoint's net was trained on images like this run's data (size and channels).
+
+    Sizes are read from the weights' shapes; a checkpoint without those keys is left to the strict load."""
+    try:
+        channels = saved_net["init_conv.conv1.0.weight"].shape[1]  # (n_feat, in_channels, 3, 3)
+        height = 4 * saved_net["up0.0.weight"].shape[-1]  # (2 n_feat, 2 n_feat, H/4, H/4)
+    except (KeyError, IndexError, AttributeError, TypeError):
+        return
+    if (channels, height) != (net.in_channels, net.height):
+        raise SpriteDiffError(f"cannot resume from {path}: its run trained on {image_kind(height, channels)} images, "
+                              f"this data is {image_kind(net.height, net.in_channels)}; resume with the same data "
+                              f"(and --channels)")
+
+
 def check_run_files(out: Path, resume: bool, overwrite: bool) -> None:
     """Before any work: a new run must not silently replace an existing one at out; --resume needs one."""
     if resume and overwrite:
@@ -257,11 +273,13 @@ def check_run_files(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def check_trainable(data: SpriteData) -> None:
-    """ContextUnet takes square RGB images of a multiple of 4 from 8 to 64 pixels and at least one class (if labelled)."""
+    """ContextUnet takes square RGB or RGBA images of a multiple of 4 from 8 to 64 pixels and at least one class
+    (if labelled)."""
     _, height, width, channels = data.images.shape
-    if height not in MODEL_HEIGHTS or width != height or channels != 3:
-        raise SpriteDiffError(f"training data must be square RGB images of a multiple of 4 from {MODEL_HEIGHTS[0]} to "
-                              f"{MODEL_HEIGHTS[-1]} pixels (ContextUnet's sizes), got {height}x{width}x{channels}")
+    if height not in MODEL_HEIGHTS or width != height or channels not in CHANNEL_NAMES:
+        raise SpriteDiffError(f"training data must be square RGB or RGBA images of a multiple of 4 from "
+                              f"{MODEL_HEIGHTS[0]} to {MODEL_HEIGHTS[-1]} pixels (ContextUnet's sizes), "
+                              f"got {height}x{width}x{channels}")
     if data.labels is not None and data.labels.shape[1] < 1:
         raise SpriteDiffError("training labels must have at least one class column")
 

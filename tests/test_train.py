@@ -37,8 +37,8 @@ def test_course_files_load_as_they_are(sprites_dir, tmp_path):
     data = load_data(tmp_path / "sprites_1788_16x16.npy", tmp_path / "sprite_labels_nc_1788_16x16.npy")
     assert len(data) == 89_400 and data.classes == ("hero", "non-hero", "food", "spell", "side-facing")
     assert data.labels.sum(0).tolist() == [8000, 32400, 6000, 35000, 8000]
-    x, c = data.batch(torch.tensor([0, 1788]))
-    assert x.shape == (2, 3, 16, 16) and -1 <= x.min() and x.max() <= 1 and torch.equal(x[0], x[1])
+    assert data.images.shape == (89_400, 16, 16, 3) and data.images.dtype == torch.uint8
+    assert torch.equal(data.images[0], data.images[1788])  # the course's tiling, kept as it is
     b, bl = base_set(data.images.numpy(), data.labels.numpy())
     assert np.array_equal(b, base) and len(bl) == 1788
 
@@ -53,7 +53,7 @@ def test_image_folder(tmp_path):
 
 
 @pytest.mark.parametrize("case,message", [
-    ("wrong_shape", "expected (N,H,H,3) images"),
+    ("wrong_shape", "expected (N,H,H,3) RGB or (N,H,H,4) RGBA images"),
     ("wrong_dtype", "expected uint8"),
     ("label_count", "expected (40, K) labels"),
     ("empty_folder", "has no images"),
@@ -191,8 +191,16 @@ def test_resume_refuses_other_settings(tmp_path):
                      resume=True, progress=False)
 
 
+def course_alpha_bar() -> torch.Tensor:
+    """(501,) float32 ab_t of the course schedule, from its definition (docs/design.md 4.1), not from Schedule."""
+    ab = np.cumprod(1 - np.linspace(1e-4, 0.02, 501))
+    ab[0] = 1.0
+    return torch.from_numpy(ab).float()
+
+
 def test_trainer_loss_uses_sqrt_of_one_minus_alpha_bar():
-    # the course's notebook perturbs with (1 - ab) * noise; the correct x_t has variance 1 for unit-variance data
+    """x_t = sqrt(ab) x0 + sqrt(1 - ab) noise. The course's notebook perturbs with (1 - ab) noise; x0 is nonzero
+    so that ab x0 in place of sqrt(ab) x0 fails too (by 1.2e-4 x0 even at t = 1)."""
     seen = {}
 
     class Spy(torch.nn.Module):
@@ -200,14 +208,17 @@ def test_trainer_loss_uses_sqrt_of_one_minus_alpha_bar():
             seen["x_t"], seen["t"] = x_t, t
             return torch.zeros_like(x_t)
 
-    x0 = torch.zeros(4, 3, 16, 16)
-    noise = torch.randn(4, 3, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    x0 = torch.rand(4, 3, 16, 16, generator=g) * 2 - 1
+    noise = torch.randn(4, 3, 16, 16, generator=g)
     t = torch.tensor([1, 100, 250, 500])
-    ab = Trainer.__init__.__globals__["Schedule"].course().alphas_cumprod.float()
-    train_module.diffusion_loss(Spy(), x0, None, t, noise, ab, 500)
-    expected = (1 - ab[t]).sqrt().view(-1, 1, 1, 1) * noise
-    torch.testing.assert_close(seen["x_t"], expected)
+    ab = course_alpha_bar()
+    loss = train_module.diffusion_loss(Spy(), x0, None, t, noise, ab, 500)
+    a = ab[t].double().view(-1, 1, 1, 1)
+    expected = a.sqrt() * x0.double() + (1 - a).sqrt() * noise.double()
+    torch.testing.assert_close(seen["x_t"].double(), expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(seen["t"], t / 500)
+    torch.testing.assert_close(loss, noise.pow(2).mean())  # the net said eps = 0: the loss is mean(noise^2)
 
 
 def test_a_32x32_model_trains_saves_and_samples_at_its_size(tmp_path):
@@ -240,3 +251,119 @@ def test_trainer_leaves_the_global_rng_alone(tmp_path):
     assert torch.equal(torch.rand(3), expected)
     b = Trainer(TrainConfig(steps=1, batch=4, n_feat=8, seed=5), data, torch.device("cpu"))
     assert all(torch.equal(v, b.net.state_dict()[k]) for k, v in a.net.state_dict().items())
+
+
+# --- the recipe: lr decay, context dropout, EMA, and what the model file holds ------------------------------------
+
+
+def tiny_trainer(tmp_path, **config) -> Trainer:
+    """A Trainer on 40 random labelled 16x16 images with a width-8 net (fast on the CPU)."""
+    x, y = small_data(tmp_path)
+    settings = {"steps": 3, "batch": 8, "n_feat": 8, "seed": 1, **config}
+    return Trainer(TrainConfig(**settings), load_data(x, y), torch.device("cpu"))
+
+
+def test_learning_rate_decays_linearly_to_zero(tmp_path):
+    """Adam steps at lr (1 - k / steps) for k = 0..steps-1: with lr 1e-3 over 4 steps, 1e-3, 7.5e-4, 5e-4, 2.5e-4."""
+    trainer = tiny_trainer(tmp_path, steps=4, lr=1e-3)
+    used = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    for _ in range(4):
+        trainer.train_step()
+    assert used == pytest.approx([1e-3, 7.5e-4, 5e-4, 2.5e-4], rel=1e-12, abs=0)
+
+
+def test_context_is_dropped_for_one_row_in_ten(tmp_path, monkeypatch):
+    """Over 10 steps of 2,000 rows the number of rows trained without context is Binomial(n, 0.1): each step
+    within 6 sd of 200 (a whole-batch dropout gives 0 or 2,000) and the total within 6 sd of 2,000. A dropped
+    row's context is all zeros; a kept row's is its label, unchanged."""
+    trainer = tiny_trainer(tmp_path, batch=2000, steps=10)
+    assert trainer.config.context_drop == 0.1  # the course's rate is the default
+    seen = []
+
+    def spy_loss(net, x0, c, t, noise, *rest):
+        seen.append(c.clone())
+        return sum(p.sum() for p in net.parameters()) * 0.0  # no forward pass: only the contexts matter here
+
+    monkeypatch.setattr(train_module, "diffusion_loss", spy_loss)
+    for _ in range(10):
+        trainer.train_step()
+    dropped = []
+    for c in seen:
+        zero = c.abs().sum(1) == 0
+        assert torch.all(c[~zero].sum(1) == 1) and torch.all(c[~zero].max(1).values == 1)  # one-hot labels, kept whole
+        dropped.append(int(zero.sum()))
+    n, p = 2000, 0.1
+    assert all(abs(k - n * p) <= 6 * (n * p * (1 - p)) ** 0.5 for k in dropped), dropped
+    assert abs(sum(dropped) - 10 * n * p) <= 6 * (10 * n * p * (1 - p)) ** 0.5, sum(dropped)
+
+
+def record_raw_weights(monkeypatch) -> list[dict]:
+    """Patch Trainer.train_step to keep a float64 copy of the live weights and buffers after every step."""
+    states, real_step = [], Trainer.train_step
+
+    def step_and_record(self):
+        loss = real_step(self)
+        states.append({k: v.detach().double().clone() for k, v in self.net.state_dict().items()
+                       if v.is_floating_point()})
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", step_and_record)
+    return states
+
+
+def hand_ema(states: list[dict], decay: float) -> dict:
+    """e_1 = w_1, e_k = decay e_(k-1) + (1 - decay) w_k (torch's AveragedModel: the first update copies)."""
+    ema = dict(states[0])
+    for state in states[1:]:
+        ema = {k: decay * ema[k] + (1 - decay) * w for k, w in state.items()}
+    return ema
+
+
+def assert_matches(state: dict, expected: dict, atol: float) -> None:
+    for key, value in expected.items():
+        torch.testing.assert_close(state[key].double(), value, rtol=0, atol=atol, msg=key)
+
+
+def test_ema_has_decay_0999_over_weights_and_batchnorm_statistics(tmp_path, monkeypatch):
+    """Three steps at a large lr (0.1: each weight moves ~0.1 a step), so that a decay of 0.99 or 0.9999 misses
+    the hand-computed EMA by ~1e-4, far above float32 rounding."""
+    assert TrainConfig().ema == 0.999
+    states = record_raw_weights(monkeypatch)
+    trainer = tiny_trainer(tmp_path, lr=0.1)
+    for _ in range(3):
+        trainer.train_step()
+    ema = {k: v for k, v in trainer.ema.module.state_dict().items() if v.is_floating_point()}
+    assert any("running_mean" in k for k in ema)  # the buffers are averaged too
+    assert_matches(ema, hand_ema(states, 0.999), atol=1e-6)
+
+
+def test_saved_model_holds_the_ema_weights_not_the_raw_ones(tmp_path, monkeypatch):
+    states = record_raw_weights(monkeypatch)
+    x, y = small_data(tmp_path)
+    out = tmp_path / "m.safetensors"
+    config = TrainConfig(steps=3, batch=8, n_feat=8, seed=1, lr=0.1, ema=0.5)
+    run_training(config, load_data(x, y), out, torch.device("cpu"), progress=False, dtype=torch.float32)
+    from spritediff.checkpoint import load_model
+
+    saved = load_model(out).net.state_dict()
+    assert_matches(saved, hand_ema(states, 0.5), atol=1e-6)
+    raw = states[-1]["init_conv.conv1.0.weight"]
+    assert (saved["init_conv.conv1.0.weight"].double() - raw).abs().max() > 1e-2  # the EMA is far from the raw weights
+
+
+@pytest.mark.parametrize("epochs, batch, steps", [
+    ("0.5", 6, 4),  # half of 40 images is 20; in batches of 6: 3 full batches and one part-batch
+    ("2", 8, 10),   # 80 images in batches of 8: exactly 10 steps, no extra one
+])
+def test_epochs_sets_the_number_of_steps(tmp_path, capsys, epochs, batch, steps):
+    x, y = small_data(tmp_path)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--epochs", epochs,
+                 "--batch", str(batch), "--n-feat", "8"]) == 0
+    from spritediff.checkpoint import load_model
+
+    info = load_model(out).info
+    assert info["steps_done"] == steps and info["config"]["steps"] == steps and info["config"]["batch"] == batch
+    assert len((tmp_path / "m.log.jsonl").read_text().splitlines()) == steps
+    assert f"after {steps} steps" in capsys.readouterr().out

@@ -49,7 +49,7 @@ def run_train_features(args) -> int:
             raise SpriteDiffError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if not 0 < args.held_out < 1:
         raise SpriteDiffError(f"--held-out must be between 0 and 1, got {args.held_out}")
-    data = load_data(args.data, args.labels)
+    data = load_data(args.data, args.labels, channels=3)  # the feature net reads RGB
     if data.labels is None:
         raise SpriteDiffError("the feature net learns the classes: pass --labels with .npy data")
     images, labels = base_set(data.images.numpy(), data.labels.numpy())

@@ -111,6 +111,13 @@ def check_steps(model: SpriteModel, steps: int) -> None:
         raise SpriteDiffError(f"--steps must be between 1 and T={model.schedule.T}, got {steps}")
 
 
+def check_rgb(model: SpriteModel) -> None:
+    """The latent tools read and write RGB sprites: an RGBA model is a one-line user error."""
+    if model.net.in_channels != 3:
+        raise SpriteDiffError(f"the latent tools (invert, interpolate, edit) take RGB models; this model makes "
+                              f"{model.net.in_channels}-channel images")
+
+
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise SpriteDiffError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -118,6 +125,7 @@ def check_method(method: str) -> None:
 
 def as_images(images, model: SpriteModel, what: str = "IMAGES") -> tuple[np.ndarray, list[str]]:
     """(N,H,W,3) uint8 from an array, one path or a list of paths (PNG, folder, .npy), checked against the model."""
+    check_rgb(model)
     size = model.net.height
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
@@ -165,6 +173,7 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     """
     check_method(method)
     check_steps(model, steps)
+    check_rgb(model)
     guidance = check_number(guidance, "--guidance", 0)
     pixels, names = as_images(images, model)
     if labels is not None and len(labels) != len(pixels):
@@ -244,6 +253,7 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     if frames < 2:
         raise SpriteDiffError(f"--frames must be at least 2, got {frames}")
     check_steps(model, steps)
+    check_rgb(model)
     check_method(method)
     guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
     guidance = check_number(guidance, "--guidance", 0)
@@ -298,6 +308,7 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
         raise SpriteDiffError(f"IMAGE: edit takes one image, got {len(pixels)}")
     strength, resample = _edit_options(strength, mask is not None, n, guidance, resample)
     check_steps(model, steps)
+    check_rgb(model)
     holes = None if mask is None else read_mask(mask, model.net.height)
     contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1))
     net, device = working_net(model, device, torch.float32)

@@ -89,7 +89,9 @@ class ContextUnet(nn.Module):
     multiple of 4 works (the pooling and the first up-convolution span H/4), with the same weight keys.
 
     forward(x (B,C,H,W) in [-1,1], t (B,) or (B,1,1,1) as t/T in [0,1], c (B,n_cfeat) or None)
-    returns the predicted noise (B,C,H,W). c = None means the zero vector (no context).
+    returns the predicted noise (B,C,H,W). c = None means the zero vector (no context). C = in_channels:
+    3 for RGB (the course's), 4 for RGBA (alpha is one more channel); only init_conv.conv1.0.weight and
+    out.3's weight and bias depend on it, so an RGB net keeps the course's keys and shapes.
     """
 
     def __init__(self, in_channels: int = 3, n_feat: int = 64, n_cfeat: int = 5, height: int = 16):
