@@ -20,9 +20,11 @@ validation=(--data "$data" --labels "$labels" --n 512 --out docs/metric)
 [[ -n "${OLD_MODEL:-}" ]] && validation+=(--compare "$OLD_MODEL" spritediff/assets/sprites_context.safetensors)
 python benchmarks/metric_validation.py "${validation[@]}"
 
-# 2. speed: the lab's %timeit, plus diffusers' DDIMScheduler loop on the same model
-spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --json > "$out/bench_cpu_n32.json"
-python benchmarks/diffusers_loop.py --n 32 --repeat 5 > "$out/diffusers_ddim20_cpu_n32.json"
+# 2. speed: the lab's %timeit at each precision, with diffusers' DDIMScheduler loop on the same model as reference;
+#    the CPU fast path at batch 1/32/256 and n_feat 32/64, and whether torch.compile pays
+spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --precision fp32,bf16 \
+  --reference diffusers --json > "$out/bench_cpu_n32.json"
+python benchmarks/cpu_speed.py --out "$out/cpu_speed"
 
 # 3. quality, the lab's claims: DDPM-500 vs DDIM, and DDIM vs DDPM on the same skipped timesteps
 #    (no context: the unconditional model the context dropout trained)

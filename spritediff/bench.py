@@ -21,7 +21,8 @@ import torch
 
 from .checkpoint import SpriteModel
 from .denoiser import Denoiser
-from .fast import CudaGraphEps, fold_batchnorm
+from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
+from .pixels import to_uint8
 from .sampling import resolve_device, sample
 from .errors import SpriteDiffError
 from .specs import SamplerSpec, check_int, check_seed, parse_sampler_specs
@@ -32,7 +33,11 @@ MAX_BENCH_N = 100_000  # bench times one batch of n, so n bounds its memory
 
 @dataclass
 class BenchRow:
-    """One sampler's timings. times, bare_times: seconds of each timed run (sampler; NFE bare calls)."""
+    """One sampler's timings. times, bare_times: seconds of each timed run (sampler; NFE bare calls).
+
+    precision: the resolved fp32 or bf16 of the net; reference: the name of an outside loop timed on the same
+    net (e.g. "diffusers"), else None; max_diff: for a reference row, its largest difference in grey levels
+    (0..255) from spritediff's own sampler on the same noise at each precision timed."""
 
     spec: SamplerSpec
     n: int
@@ -40,6 +45,13 @@ class BenchRow:
     times: list[float]
     bare_times: list[float]
     speedup: float = 1.0  # baseline seconds / these seconds
+    precision: str = "fp32"
+    reference: str | None = None
+    max_diff: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.spec.label if self.reference is None else f"{self.reference} {self.spec.label}"
 
     @property
     def seconds(self) -> float:
@@ -63,7 +75,8 @@ class BenchRow:
         return (self.seconds - self.bare_seconds) / self.seconds
 
     def to_dict(self) -> dict:
-        return {"label": self.spec.label, "sampler": self.spec.name, "steps": self.spec.steps,
+        return {"label": self.label, "precision": self.precision, "reference": self.reference,
+                "max_diff_grey_levels": self.max_diff or None, "sampler": self.spec.name, "steps": self.spec.steps,
                 "options": dict(self.spec.options), "nfe": self.nfe, "seconds": self.seconds,
                 "images_per_second": self.images_per_second, "seconds_per_call": self.seconds_per_call,
                 "bare_seconds": self.bare_seconds, "bare_seconds_per_call": self.bare_seconds / self.nfe,
@@ -84,16 +97,17 @@ class BenchReport:
 
     def to_dict(self) -> dict:
         return {**self.environment, "model": self.model, "n": self.n, "repeat": self.repeat, "warmup": 1,
-                "baseline": self.rows[self.baseline].spec.label, "rows": [row.to_dict() for row in self.rows]}
+                "baseline": self.rows[self.baseline].label, "rows": [row.to_dict() for row in self.rows]}
 
     def table(self) -> str:
         env = self.environment
         header = (f"{self.n} samples on {env.get('device', '?')} ({env.get('device_name', '?')}, "
                   f"{_plural(env.get('threads', '?'), 'thread')}), torch {env.get('torch', '?')}, "
                   f"median of {_plural(self.repeat, 'run')} after 1 warm-up")
-        columns = ["sampler", "NFE", "time s", "images/s", "ms/call", "bare s", "overhead",
-                   f"speed-up vs {self.rows[self.baseline].spec.label}"]
-        cells = [[row.spec.label, str(row.nfe), f"{row.seconds:.3f}", f"{row.images_per_second:.1f}",
+        base = self.rows[self.baseline]
+        columns = ["sampler", "precision", "NFE", "time s", "images/s", "ms/call", "bare s", "overhead",
+                   f"speed-up vs {base.label} {base.precision}"]
+        cells = [[row.label, row.precision, str(row.nfe), f"{row.seconds:.3f}", f"{row.images_per_second:.1f}",
                   f"{1000 * row.seconds_per_call:.2f}", f"{row.bare_seconds:.3f}", f"{100 * row.overhead:+.1f}%",
                   f"{row.speedup:.1f}x"] for row in self.rows]
         widths = [max(len(c[i]) for c in [columns, *cells]) for i in range(len(columns))]
@@ -103,6 +117,9 @@ class BenchReport:
                                    enumerate(zip(line, widths))).rstrip())
         lines += ["", f"bare s: the denoiser alone called NFE times on a fixed batch of {self.n} (no sampler "
                       "arithmetic, no noise drawing); overhead: the rest of the wall time."]
+        lines += [f"{row.label} (the plain fp32 net, as stored) differs from spritediff's {row.spec.label} on the "
+                  f"same noise by at most " + ", ".join(f"{v} grey levels ({k})" for k, v in row.max_diff.items())
+                  for row in self.rows if row.reference]
         return "\n".join(lines)
 
     __str__ = table
@@ -113,7 +130,8 @@ def _plural(count, word: str) -> str:
 
 
 def baseline_index(specs: Sequence[SamplerSpec], T: int) -> int:
-    """The row speed-ups are measured against: the first plain ddpm:T (the lab's DDPM-500), else the first."""
+    """The row speed-ups are measured against: the first plain ddpm:T (the lab's DDPM-500), else the first
+    (a reference row is never the baseline when a spritediff row can be)."""
     for i, spec in enumerate(specs):
         if spec.name == "ddpm" and spec.steps == T and not spec.options:
             return i
@@ -132,12 +150,15 @@ def default_specs(T: int) -> str:
 
 def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, n: int = 32,
           device: str | torch.device | None = "cpu", repeat: int = 3, seed: int = 0,
-          progress: bool = False, fast: bool | None = None) -> BenchReport:
-    """Time each sampler spec (default "ddpm:T,ddim:20") on n samples; see the module's docstring.
+          progress: bool = False, fast: bool = True, precisions: Sequence[str] = ("auto",),
+          reference: str | None = None) -> BenchReport:
+    """Time each sampler spec (default "ddpm:T,ddim:20") on n samples at each precision; see the module's docstring.
 
     specs: a spec string like "ddpm:500,ddim:20,ddim:20:eta=1" or parsed SamplerSpecs.
-    progress: print one line per spec to stderr as it starts.
-    fast: the fast inference path of sample() (None: on for CUDA, off on the CPU), for the bare calls too.
+    progress: print one line per row to stderr as it starts.
+    fast, precisions: sample()'s fast path and precisions ("fp32", "bf16", "auto"), for the bare calls too;
+    rows of precisions that resolve alike are timed once.
+    reference: "diffusers" adds, after each ddim spec, diffusers' DDIMScheduler loop driving the plain fp32 net.
     """
     if not isinstance(model, SpriteModel):
         raise SpriteDiffError(f"model must be a SpriteModel (spritediff.load(...)), got {type(model).__name__}")
@@ -147,45 +168,75 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
         specs = parse_sampler_specs(specs or default_specs(T), T)
     elif not specs or not all(isinstance(spec, SamplerSpec) for spec in specs):
         raise SpriteDiffError("specs must be a spec string like 'ddpm:500,ddim:20' or a non-empty list of SamplerSpec")
+    if reference not in (None, "diffusers"):
+        raise SpriteDiffError(f"unknown reference {reference!r}; the one reference is diffusers")
     device = resolve_device(str(device) if device is not None else None)
+    resolved = list(dict.fromkeys(resolve_precision(check_precision(p), device) for p in precisions))
     rows = []
     for spec in specs:
-        if progress:
-            print(f"timing {spec.label} ({repeat} runs after 1 warm-up) ...", file=sys.stderr, flush=True)
-        rows.append(time_spec(model, spec, n, device, repeat, seed, fast))
-    baseline = baseline_index(specs, T)
+        for precision in resolved:
+            if progress:
+                print(f"timing {spec.label} {precision} ({repeat} runs after 1 warm-up) ...", file=sys.stderr,
+                      flush=True)
+            rows.append(time_spec(model, spec, n, device, repeat, seed, fast, precision))
+        if reference and spec.name == "ddim" and not spec.options:
+            rows.append(time_diffusers(model, spec, n, device, repeat, seed, resolved, fast))
+    baseline = next(i for i, row in enumerate(rows) if row.spec == specs[baseline_index(specs, T)])
     set_speedups(rows, baseline)
     return BenchReport(rows, baseline, n, repeat, model.path or "default", environment(device))
 
 
 def time_spec(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.device, repeat: int,
-              seed: int = 0, fast: bool | None = None) -> BenchRow:
-    """One warm-up run, then `repeat` pairs of (timed sampler run, timed NFE bare calls)."""
+              seed: int = 0, fast: bool = True, precision: str = "fp32") -> BenchRow:
+    """One warm-up run, then `repeat` pairs of (sampler run, NFE bare calls). A run's time is sample()'s own
+    `seconds`: its sampling loop, without the one-off preparation of the net (folding, a CUDA graph)."""
 
     def run():
-        return sample(model, spec.name, spec.steps, n, seed=seed, device=str(device), batch_size=n, frames=False,
-                      fast=fast, **spec.options)
+        return sample(model, spec.name, spec.steps, n, seed=seed, device=device, batch_size=n, frames=False,
+                      fast=fast, precision=precision, **spec.options)
 
     nfe = run().nfe
-    bare = bare_calls(model, nfe, n, device, fast)
-    bare_calls(model, 1, n, device, fast)()  # the net itself is warm from the sampler's warm-up run
+    bare = bare_calls(model, nfe, n, device, fast, precision)
+    bare_calls(model, 1, n, device, fast, precision)()  # the net itself is warm from the sampler's warm-up run
     times, bare_times = [], []
     for _ in range(repeat):
-        times.append(timed(run, device))
+        times.append(run().seconds)
         bare_times.append(timed(bare, device))
-    return BenchRow(spec, n, nfe, times, bare_times)
+    return BenchRow(spec, n, nfe, times, bare_times, precision=precision)
 
 
-def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast: bool | None = None):
+def time_diffusers(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.device, repeat: int, seed: int,
+                   precisions: Sequence[str], fast: bool) -> BenchRow:
+    """diffusers' DDIM loop on the plain fp32 net (as stored), from sample()'s noise for this seed: one warm-up,
+    then `repeat` timed runs; its max difference from sample() at each precision."""
+    from .reference import diffusers_ddim, diffusers_ddim_loop
+    from .sampling import initial_noise, sample_generators
+
+    net = prepare_net(model.net, device, fast=False)
+    eps_fn = Denoiser(net, model.schedule)
+    x_T = initial_noise(sample_generators(seed, n), (net.in_channels, net.height, net.height)).to(device)
+    scheduler = diffusers_ddim(model.schedule)
+    theirs = to_uint8(diffusers_ddim_loop(scheduler, eps_fn, x_T, spec.steps))
+    times = [timed(lambda: diffusers_ddim_loop(scheduler, eps_fn, x_T, spec.steps), device) for _ in range(repeat)]
+    bare = bare_calls(model, spec.steps, n, device, fast=False, precision="fp32")
+    bare_times = [timed(bare, device) for _ in range(repeat)]
+    max_diff = {}
+    for precision in precisions:
+        ours = sample(model, "ddim", spec.steps, n, seed=seed, device=device, batch_size=n, frames=False,
+                      fast=fast, precision=precision).images
+        max_diff[precision] = int(abs(ours.astype(int) - theirs.astype(int)).max())
+    return BenchRow(spec, n, spec.steps, times, bare_times, reference="diffusers", max_diff=max_diff)
+
+
+def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast: bool = True,
+               precision: str = "fp32"):
     """A function that calls the denoiser nfe times on one fixed (n,C,H,W) batch at t = T/2, no context,
-    through the same inference path as sample(..., fast=fast)."""
-    fast = device.type == "cuda" if fast is None else fast
-    net = model.net.to(device).eval()
-    net = fold_batchnorm(net) if fast else net
+    through the same inference path as sample(..., fast=fast, precision=precision)."""
+    net = prepare_net(model.net, device, fast)
     shape = (n, net.in_channels, net.height, net.height)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    denoiser = Denoiser(net, model.schedule)
-    denoiser = CudaGraphEps(denoiser, x) if fast and device.type == "cuda" else denoiser
+    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device) == "bf16")
+    denoiser = graphed_or_eager(denoiser, x) if fast and device.type == "cuda" else denoiser
     t = torch.full((n,), model.schedule.T // 2, dtype=torch.long, device=device)
 
     def calls() -> None:
@@ -244,11 +295,28 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed runs per sampler; the median is shown "
                                                                  "(default 3)")
+    p.add_argument("--precision", type=precision_list, default=["auto"],
+                   help="comma-separated precisions to time each sampler at, from fp32 (exact), bf16 (the net under "
+                        "bf16 autocast) and auto (bf16 on a CPU with native bf16, else fp32), e.g. fp32,bf16 "
+                        "(default auto)")
     p.add_argument("--eager", action="store_true",
-                   help="on CUDA, time the plain eager path instead of the fast one (BatchNorm folding, CUDA graphs)")
+                   help="time the net as stored: no BatchNorm folding, channels-last or CUDA graph replay")
+    p.add_argument("--reference", choices=["diffusers"],
+                   help="after each plain ddim spec, also time diffusers' DDIMScheduler loop on the plain fp32 net "
+                        "(needs pip install diffusers)")
     p.add_argument("--json", action="store_true", help="print JSON (with machine, torch, device, threads, date) "
                                                        "instead of the table")
     p.set_defaults(run=run_bench)
+
+
+def precision_list(text: str) -> list[str]:
+    """'fp32,bf16' -> ['fp32', 'bf16'], each checked (an argparse type)."""
+    import argparse
+
+    try:
+        return [check_precision(part.strip()) for part in text.split(",")]
+    except SpriteDiffError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def run_bench(args) -> int:
@@ -258,8 +326,8 @@ def run_bench(args) -> int:
     T = model.schedule.T
     specs = parse_sampler_specs(args.samplers if args.samplers is not None else default_specs(T), T)
     device = resolve_device(args.device)
-    report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(),
-                   fast=False if args.eager else None)
+    report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(), fast=not args.eager,
+                   precisions=args.precision, reference=args.reference)
     from .cli import json_text
 
     print(json_text(report.to_dict(), "the bench report").rstrip() if args.json else report.table())

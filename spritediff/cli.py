@@ -20,6 +20,7 @@ import numpy as np
 
 from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
+from .fast import PRECISIONS
 
 MAX_NROW = 256  # images per grid row: keeps the GIF (two grids side by side) under GIF's 65,535-pixel width
 MAX_GIF_N = 256  # sprites in the GIF at most
@@ -145,11 +146,20 @@ def add_sample_parser(sub) -> None:
                    help=f"sprites in denoise.gif, the first ones, 1..{MAX_GIF_N} (default {FRAMES_N})")
     p.add_argument("--no-gif", action="store_true", help="write no denoise.gif (and keep no frames)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default cpu)")
-    p.add_argument("--eager", action="store_true",
-                   help="on CUDA, skip the fast path (BatchNorm folding, CUDA graph replay)")
+    add_fast_path_arguments(p)
     p.add_argument("--out", required=True, help="output folder: created (with missing parents), or its files of the "
                                                 "same names replaced, only once all results are in place")
     p.set_defaults(run=run_sample)
+
+
+def add_fast_path_arguments(p) -> None:
+    """--precision and --eager, shared by sample, bench and eval."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="fp32: exact and bit-reproducible; bf16: the net under bf16 autocast (about 2x faster on "
+                        "CPUs with AVX-512 BF16 or AMX, same quality: docs/results.md); auto (default): bf16 on such "
+                        "a CPU, else fp32")
+    p.add_argument("--eager", action="store_true",
+                   help="run the net as stored: no BatchNorm folding, channels-last or CUDA graph replay")
 
 
 def run_sample(args) -> int:
@@ -167,7 +177,8 @@ def run_sample(args) -> int:
         images = open_memmap(stage / "samples.npy", mode="w+", dtype=np.uint8, shape=shape)  # filled batch by batch
         result = sample(model, args.sampler, args.steps, args.n, args.context, args.guidance, args.seed,
                         args.device, args.batch_size, frames=0 if args.no_gif else args.gif_n,
-                        progress=sys.stderr.isatty(), fast=False if args.eager else None, out=images, **options)
+                        progress=sys.stderr.isatty(), fast=not args.eager, precision=args.precision,
+                        out=images, **options)
         images.flush()
         record = write_sample_pictures(stage, result, model, args)
     print(f"{args.n} samples, {record['sampler']} {record['steps']} steps, NFE {record['nfe']}, "

@@ -23,7 +23,7 @@ MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is b
 
 
 def add_eval_parser(sub) -> None:
-    from .cli import add_model_argument, bounded_int, nonnegative_float, positive_int
+    from .cli import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float, positive_int
     from .sampling import MAX_BATCH_SIZE
     from .specs import MAX_SEED
 
@@ -54,6 +54,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
                    help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_fast_path_arguments(p)
     p.add_argument("--out", required=True, help="output folder for eval.json and fd_vs_nfe.png (written only if "
                                                 "everything succeeds)")
     p.set_defaults(run=run_eval)
@@ -66,6 +67,7 @@ def run_eval(args) -> int:
     from .cli import prepare_out, staged_output, write_json
     from .context import parse_context
     from .data import base_set, load_data
+    from .fast import resolve_precision
     from .features import DEFAULT_FEATURES, load_features
     from .sampling import resolve_device, sample_generators
     from .specs import parse_sampler_spec, parse_sampler_specs
@@ -110,6 +112,7 @@ def run_eval(args) -> int:
                                                          if k in model.info},
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
         "context": args.context, "guidance": args.guidance, "device": args.device, "batch_size": args.batch_size,
+        "precision": resolve_precision(args.precision, resolve_device(args.device)), "fast": not args.eager,
         "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
                         "feature_dim": features.net.feature_dim,
                         "held_out_accuracy": features.info.get("held_out", {}).get("accuracy")},
@@ -144,7 +147,8 @@ class Evaluation:
         from .sampling import sample
 
         result = sample(self.model, spec.name, spec.steps, self.args.n, self.contexts, self.args.guidance, seed,
-                        self.args.device, self.args.batch_size, frames=False, progress=progress, **spec.options)
+                        self.args.device, self.args.batch_size, frames=False, progress=progress,
+                        fast=not self.args.eager, precision=self.args.precision, **spec.options)
         return result.images, result
 
     def run(self, specs, noise_spec, progress: bool = False) -> None:

@@ -1,15 +1,25 @@
-"""The fast inference path: BatchNorm folded into the convolutions, and on CUDA the whole eps call
-replayed from a captured CUDA graph (one launch instead of hundreds of small kernels).
+"""The fast inference path, on by default on every device.
 
-Both are exact reformulations: folding changes float rounding only; a graph replays the same kernels.
+- BatchNorm folded into the convolutions (an exact reformulation: float rounding only);
+- on the CPU, channels-last weights (oneDNN's preferred layout);
+- bf16: the net's convolutions and matmuls under bf16 autocast, the sampler's arithmetic in fp32
+  (precision "bf16", or "auto" on a CPU with native bf16 instructions);
+- on CUDA, the whole eps call replayed from a captured CUDA graph (one launch instead of hundreds).
+
+prepare_net never touches the caller's net: it works on a copy.
 """
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from .errors import SpriteDiffError
+
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -26,11 +36,61 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     return folded
 
 
+def prepare_net(net: nn.Module, device: torch.device, fast: bool) -> nn.Module:
+    """An eval-mode copy of net on device: folded and, on the CPU, channels-last when fast.
+
+    The caller's net keeps its device, mode and weights."""
+    if not fast:
+        return copy.deepcopy(net).to(device).eval()
+    folded = fold_batchnorm(net).to(device)
+    return folded.to(memory_format=torch.channels_last) if device.type == "cpu" else folded
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (x86 AVX-512 BF16 or AMX), where bf16 convolutions
+    run about twice as fast as fp32; without them oneDNN emulates bf16 and it is slower."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
+DTYPE_PRECISIONS = {torch.float32: "fp32", torch.bfloat16: "bf16"}
+
+
+def check_precision(precision) -> str:
+    """precision (one of PRECISIONS, or torch.float32 / torch.bfloat16) as one of PRECISIONS, or a one-line
+    user error."""
+    if isinstance(precision, torch.dtype) and precision in DTYPE_PRECISIONS:
+        return DTYPE_PRECISIONS[precision]
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise SpriteDiffError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
+    return precision
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp32 or bf16. auto is bf16 on a CPU with native bf16 (docs/results.md: bf16 scores within the metric's
+    seed noise of fp32 for DDIM, DPM-Solver++ and DDPM) and fp32 elsewhere (CUDA is unmeasured in bf16)."""
+    precision = check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def graphed_or_eager(eps_fn, example_x: torch.Tensor):
+    """eps_fn replayed from a CUDA graph captured on example_x's shape; eps_fn itself, with a one-line warning,
+    if the capture fails."""
+    try:
+        return CudaGraphEps(eps_fn, example_x)
+    except RuntimeError as error:
+        warnings.warn(f"CUDA graph capture failed, sampling eagerly: {str(error).splitlines()[0]}", stacklevel=2)
+        return eps_fn
+
+
 class CudaGraphEps:
     """eps_fn(x, t) for one fixed batch shape on CUDA, captured once and replayed.
 
     Calls copy x and t into static buffers, replay the graph and return a clone of the static output,
     so results stay valid across calls. Batches of another shape fall back to the eager function.
+    eps_fn's own inputs (the context) must already be on the GPU: a copy from the host cannot be captured.
     """
 
     def __init__(self, eps_fn, example_x: torch.Tensor, warmup: int = 3):

@@ -21,7 +21,7 @@ from .checkpoint import SpriteModel
 from .context import parse_context
 from .denoiser import DEFAULT_GUIDANCE, Denoiser
 from .errors import SpriteDiffError
-from .fast import CudaGraphEps, fold_batchnorm
+from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
 from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
 from .samplers.common import shown
@@ -108,8 +108,9 @@ def resolve_device(device) -> torch.device:
 def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, n: int = 32,
            context: str | torch.Tensor | np.ndarray | None = None, guidance: float = DEFAULT_GUIDANCE,
            seed: int = 0, device: str | torch.device | None = "cpu", batch_size: int | None = None,
-           frames: bool | int = True, progress: bool = False, fast: bool | None = None,
-           out: np.ndarray | None = None, **sampler_options) -> SampleResult:
+           frames: bool | int = True, progress: bool = False, fast: bool = True,
+           precision: str | torch.dtype = "auto", callback=None, out: np.ndarray | None = None,
+           **sampler_options) -> SampleResult:
     """Draw n samples, in batches of batch_size (default: BATCH_SIZE of the device, at most n).
 
     steps: model calls, 1..T (default: the sampler's, ddpm T, ddim 20). context: a spec string (see
@@ -117,13 +118,23 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
     seed: 0..2^63-1; sample i uses noise stream (seed, i). frames: True keeps the denoising frames of the first
     FRAMES_N samples, an int k those of the first k, False none. out: an (n, H, W, 3) uint8 array (e.g. a
     memory-mapped .npy) to write the images into instead of a new one. sampler_options: the sampler's own
-    keywords (spritediff.samplers.OPTIONS). fast: fold BatchNorm and, on CUDA, replay each batch's model call
-    from a captured CUDA graph (spritediff.fast); None means on for CUDA, off on the CPU.
+    keywords (spritediff.samplers.OPTIONS).
+    fast: the fast path of spritediff.fast (BatchNorm folded; channels-last on the CPU; CUDA graphs on CUDA);
+    False runs the net as stored. precision: "fp32" (exact and bit-reproducible), "bf16" (the net under bf16
+    autocast) or "auto" (bf16 on a CPU with native bf16, else fp32); torch.float32 / torch.bfloat16 also work.
+    callback: called after every step as callback(info, first) with the batch's spritediff.samplers.StepInfo
+    (x_t and x0_hat of samples first.. first+B-1, in model space) and first, the batch's first sample index.
+    The caller's model is never moved or changed.
     Raises SpriteDiffError for any bad argument (before any work) and for a non-finite sample.
     """
     plan = _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
                             sampler_options)
-    return _run(model, plan, progress, fast)
+    plan["precision"] = resolve_precision(check_precision(precision), plan["device"])
+    plan["fast"] = bool(fast)
+    if callback is not None and not callable(callback):
+        raise SpriteDiffError(f"callback must be callable, got {type(callback).__name__}")
+    plan["callback"] = callback
+    return _run(model, plan, progress)
 
 
 def _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
@@ -207,46 +218,78 @@ def _tensor_context(context, model: SpriteModel, n: int):
     return lambda lo, hi: rows[lo:hi]
 
 
-def _run(model: SpriteModel, plan: dict, progress: bool, fast: bool | None) -> SampleResult:
+def _run(model: SpriteModel, plan: dict, progress: bool) -> SampleResult:
     """Sample plan["n"] images batch by batch into one array; see sample()."""
     device, n, steps = plan["device"], plan["n"], plan["steps"]
-    fast = device.type == "cuda" if fast is None else bool(fast)
-    net = model.net.to(device).eval()
-    net = fold_batchnorm(net) if fast else net
-    shape = (net.in_channels, net.height, net.height)
+    net = prepare_net(model.net, device, plan["fast"])
     images = plan["out"]
-    kept, timesteps, nfe = [], [], 0
+    kept, timesteps, nfe, seconds = [], [], 0, 0.0
     total = steps * math.ceil(n / plan["batch_size"])
     bar = tqdm(total=total, unit="step", leave=False) if progress else None
-    start = time.perf_counter()
     for lo in range(0, n, plan["batch_size"]):
         hi = min(lo + plan["batch_size"], n)
-        x0, batch_frames, batch_t, nfe = _sample_batch(net, model, plan, lo, hi, shape, fast, bar)
-        _check_finite(x0, model, plan, lo)
-        images[lo:hi] = render.to_uint8(x0)
-        kept = _merge_frames(kept, batch_frames)
-        timesteps = timesteps or batch_t
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+        batch = _sample_batch(net, model, plan, lo, hi, bar)
+        _check_finite(batch.x0, model, plan, lo)
+        images[lo:hi] = render.to_uint8(batch.x0)
+        seconds += batch.clock.stop()
+        kept = _merge_frames(kept, batch.frames)
+        timesteps, nfe = timesteps or batch.timesteps, batch.nfe
     if bar is not None:
         bar.close()
     settings = {"sampler": plan["sampler"], "steps": steps, "n": n, "seed": plan["seed"],
-                "guidance": plan["guidance"], "context": plan["context_label"], "device": str(device),
-                "batch_size": plan["batch_size"], **plan["options"]}
+                "guidance": plan["guidance"] if plan["contexts"] is not None else None,
+                "context": plan["context_label"], "device": str(device), "batch_size": plan["batch_size"],
+                "precision": plan["precision"], "fast": plan["fast"], **plan["options"]}
     return SampleResult(images, kept, timesteps, nfe, seconds, settings)
 
 
-def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, shape: tuple, fast: bool, bar):
-    """Samples lo..hi-1: x0 (hi-lo,C,H,W), their kept frames, the frames' timesteps, and the NFE per sample."""
-    generators = sample_generators(plan["seed"], hi - lo, start=lo)
+class Clock:
+    """Wall seconds since start(), with the device's queued work finished at both ends."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._sync()
+        self.started = time.perf_counter()
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def stop(self) -> float:
+        self._sync()
+        return time.perf_counter() - self.started
+
+
+@dataclass
+class BatchResult:
+    """One batch: x0 (B,C,H,W) in model space, its kept frames and their timesteps, NFE per sample, and the
+    clock started once the batch's eps function was ready."""
+
+    x0: torch.Tensor
+    frames: list
+    timesteps: list
+    nfe: int
+    clock: Clock
+
+
+def _batch_eps(net, model: SpriteModel, plan: dict, lo: int, hi: int, x_T: torch.Tensor) -> CountingEps:
+    """The counted eps function of samples lo..hi-1: context on the device, bf16 if asked, a CUDA graph if fast."""
     device = plan["device"]
-    x_T = initial_noise(generators, shape).to(device)
-    ctx = None if plan["contexts"] is None else plan["contexts"](lo, hi)
-    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"])
-    eps_fn = CountingEps(CudaGraphEps(eps_fn, x_T) if fast and device.type == "cuda" else eps_fn)
+    ctx = None if plan["contexts"] is None else plan["contexts"](lo, hi).to(device)
+    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"], bf16=plan["precision"] == "bf16")
+    if plan["fast"] and device.type == "cuda":
+        eps_fn = graphed_or_eager(eps_fn, x_T)
+    return CountingEps(eps_fn)
+
+
+def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, bar) -> BatchResult:
+    """Samples lo..hi-1, timed from the moment their eps function is ready (a CUDA graph's capture is set-up)."""
+    generators = sample_generators(plan["seed"], hi - lo, start=lo)
+    shape = (net.in_channels, net.height, net.height)
+    x_T = initial_noise(generators, shape).to(plan["device"])
+    eps_fn = _batch_eps(net, model, plan, lo, hi, x_T)
     keep = max(0, min(hi, plan["frames"]) - lo)  # rows of this batch that keep frames
-    batch_frames, timesteps = [], []
+    batch_frames, timesteps, user_callback = [], [], plan["callback"]
 
     def record(info: StepInfo) -> None:
         if bar is not None:
@@ -254,10 +297,14 @@ def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, shape: 
         if keep:
             batch_frames.append((render.to_uint8(info.x_t[:keep]), render.to_uint8(info.x0_hat[:keep])))
             timesteps.append(info.t)
+        if user_callback is not None:
+            user_callback(info, lo)
 
+    watched = keep or bar is not None or user_callback is not None
+    clock = Clock(plan["device"])
     x0 = SAMPLERS[plan["sampler"]](eps_fn, x_T, model.schedule, steps=plan["steps"], generator=generators,
-                                   callback=record if keep or bar is not None else None, **plan["options"])
-    return x0, batch_frames, timesteps, eps_fn.calls
+                                   callback=record if watched else None, **plan["options"])
+    return BatchResult(x0, batch_frames, timesteps, eps_fn.calls, clock)
 
 
 def _check_finite(x0: torch.Tensor, model: SpriteModel, plan: dict, lo: int) -> None:

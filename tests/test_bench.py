@@ -84,3 +84,26 @@ def test_table_is_printed_without_json(bench_model_path, capsys):
     assert main(["bench", "--model", bench_model_path, "--samplers", "ddim:3", "--n", "2", "--repeat", "1"]) == 0
     out = capsys.readouterr().out
     assert "ddim-3" in out and "speed-up vs ddim-3" in out and "bare s" in out
+
+
+def test_precision_rows_and_the_diffusers_reference_row(bench_model_path):
+    model = load_model(bench_model_path)
+    report = bench(model, "ddim:5,dpmpp-2m:3", n=3, repeat=1, precisions=("fp32", "bf16"), reference="diffusers")
+    assert [(row.label, row.precision) for row in report.rows] == [
+        ("ddim-5", "fp32"), ("ddim-5", "bf16"), ("diffusers ddim-5", "fp32"),
+        ("dpmpp-2m-3", "fp32"), ("dpmpp-2m-3", "bf16")]
+    reference = report.rows[2]
+    assert reference.nfe == 5 and set(reference.max_diff) == {"fp32", "bf16"}
+    assert reference.max_diff["fp32"] <= 1  # the same DDIM on the same timesteps and noise
+    assert report.baseline == 0 and "diffusers ddim-5" in report.table()
+    same = bench(model, "ddim:2", n=2, repeat=1, precisions=("fp32", "fp32"))
+    assert len(same.rows) == 1  # precisions that resolve alike are timed once
+
+
+def test_bench_cli_precision_list_and_bad_values(bench_model_path, capsys):
+    assert main(["bench", "--model", bench_model_path, "--samplers", "ddim:2", "--n", "2", "--repeat", "1",
+                 "--precision", "fp32,bf16", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["precision"] for row in report["rows"]] == ["fp32", "bf16"]
+    assert main(["bench", "--model", bench_model_path, "--precision", "fp16"]) == 2
+    assert "unknown precision 'fp16'" in capsys.readouterr().err
