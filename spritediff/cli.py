@@ -447,9 +447,10 @@ from .bench import add_bench_parser  # noqa: E402 (bench imports nothing from cl
 from .evaluate import add_eval_parser  # noqa: E402 (nor do evaluate and features)
 from .features.cli import add_train_features_parser  # noqa: E402
 from .latent_cli import add_edit_parser, add_interpolate_parser, add_invert_parser  # noqa: E402
+from .serve.cli import add_serve_parser  # noqa: E402 (imports no web module until `serve` runs)
 
 COMMANDS = [add_sample_parser, add_convert_parser, add_train_parser, add_bench_parser, add_train_features_parser,
-            add_eval_parser, add_invert_parser, add_interpolate_parser, add_edit_parser]
+            add_eval_parser, add_invert_parser, add_interpolate_parser, add_edit_parser, add_serve_parser]
 
 
 class Terminated(BaseException):
