@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from spritediff.bench import bench
-from spritediff.checkpoint import COURSE_CLASSES, SpriteModel
+from spritediff.checkpoint import SpriteModel
 from spritediff.denoiser import Denoiser
 from spritediff.fast import prepare_net
 from spritediff.models import ContextUnet
 from spritediff.schedule import Schedule
+from spritediff.sprites import COURSE_CLASSES
 
 WIDTHS = (32, 64)
 BATCHES = (1, 32, 256)
@@ -40,9 +41,9 @@ def compile_trial(n_feat: int, batch: int, calls: int = 20) -> dict:
     model = random_model(n_feat)
     net = prepare_net(model.net, torch.device("cpu"), fast=True)
     x, t = torch.randn(batch, 3, 16, 16), torch.full((batch,), 250)
-    eager = Denoiser(net, model.schedule, bf16=True)
+    eager = Denoiser(net, model.schedule, bf16=True, prediction_type=model.prediction_type)
     start = time.perf_counter()
-    compiled = Denoiser(torch.compile(net), model.schedule, bf16=True)
+    compiled = Denoiser(torch.compile(net), model.schedule, bf16=True, prediction_type=model.prediction_type)
     compiled(x, t)
     compile_seconds = time.perf_counter() - start
 

@@ -84,7 +84,7 @@ def disturbance_section(features, real: np.ndarray, out: Path) -> dict:
 def sample_model(path, contexts, n: int, seed: int = 0) -> np.ndarray:
     model = spritediff.load(path)
     return spritediff.sample(model, "ddim", 20, n=n, context=contexts, guidance=0.0, seed=seed,
-                             batch_size=256, frames=False).images
+                             batch_size=256, frames=False, precision="fp32").images  # the metric's own checks: exact
 
 
 def snapshot_files(run: Path) -> list[tuple[str, int, Path]]:

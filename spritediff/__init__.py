@@ -6,11 +6,12 @@
     result.grid(); result.save_gif("denoise.gif"); result.images  # (32, 16, 16, 3) uint8
     spritediff.invert(model, images), spritediff.interpolate(model, seeds=(1, 2)), spritediff.edit(model, image)
 """
-from .checkpoint import CREDIT, SpriteModel, load_model as load, save_model
+from .checkpoint import SpriteModel, load_model as load, save_model
 from .errors import SpriteDiffError
 from .latent.api import EditResult, InterpolationResult, InversionResult, edit, interpolate, invert
 from .sampling import SampleResult, sample
 from .schedule import Schedule
+from .sprites import CREDIT
 
 __version__ = "0.1.0"
 __all__ = ["load", "sample", "save_model", "SpriteModel", "SampleResult", "Schedule", "SpriteDiffError", "CREDIT",

@@ -213,7 +213,7 @@ def time_diffusers(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.
     from .sampling import initial_noise, sample_generators
 
     net = prepare_net(model.net, device, fast=False)
-    eps_fn = Denoiser(net, model.schedule)
+    eps_fn = Denoiser(net, model.schedule, prediction_type=model.prediction_type)
     x_T = initial_noise(sample_generators(seed, n), (net.in_channels, net.height, net.height)).to(device)
     scheduler = diffusers_ddim(model.schedule)
     theirs = to_uint8(diffusers_ddim_loop(scheduler, eps_fn, x_T, spec.steps))
@@ -235,7 +235,8 @@ def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast:
     net = prepare_net(model.net, device, fast)
     shape = (n, net.in_channels, net.height, net.height)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device) == "bf16")
+    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device) == "bf16",
+                        prediction_type=model.prediction_type)
     denoiser = graphed_or_eager(denoiser, x) if fast and device.type == "cuda" else denoiser
     t = torch.full((n,), model.schedule.T // 2, dtype=torch.long, device=device)
 
@@ -279,7 +280,7 @@ def cpu_name() -> str:
 
 
 def add_bench_parser(sub) -> None:
-    from .cli import add_model_argument, bounded_int, positive_int
+    from .arguments import add_model_argument, bounded_int, positive_int
 
     p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
                        description="Time each sampler on one model: median wall time over --repeat runs after a "
@@ -328,7 +329,7 @@ def run_bench(args) -> int:
     device = resolve_device(args.device)
     report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(), fast=not args.eager,
                    precisions=args.precision, reference=args.reference)
-    from .cli import json_text
+    from .outputs import json_text
 
     print(json_text(report.to_dict(), "the bench report").rstrip() if args.json else report.table())
     return 0

@@ -14,32 +14,35 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .denoiser import check_prediction_type
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .outputs import model_out_path, write_atomically
 from .samplers.common import shown
 from .schedule import Schedule
+from .sprites import CREDIT, class_names
 
 FORMAT = "spritediff/1"
 METADATA_KEY = "spritediff"
-COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
-CREDIT = "Sprites by ElvGames, FrootsnVeggies and kyrise"
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "sprites_context.safetensors"
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
 @dataclass
 class SpriteModel:
-    """A trained net with what it needs to be sampled: its schedule and its context class names."""
+    """A trained net with what it needs to be sampled: its schedule, its context class names and what the net
+    predicts (prediction_type: "eps", "x0" or "v"; files without it are "eps")."""
 
     net: ContextUnet
     schedule: Schedule
     classes: tuple[str, ...]
     info: dict = field(default_factory=dict)  # how it was made (training command, data, credit)
     path: str | None = None  # as the user gave it; None for the shipped default model
+    prediction_type: str = "eps"  # the net's output: eps, x0 or v (spritediff.denoiser.PREDICTION_TYPES)
 
     def config(self) -> dict:
         return {"format": FORMAT, "net": self.net.config(), "schedule": self.schedule.to_config(),
-                "classes": list(self.classes), "info": self.info}
+                "classes": list(self.classes), "info": self.info, "prediction_type": self.prediction_type}
 
 
 def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
@@ -49,48 +52,12 @@ def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype =
         raise SpriteDiffError(f"model must be a SpriteModel, got {type(model).__name__}")
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise SpriteDiffError(f"dtype must be torch.float32, float16 or bfloat16, got {shown(dtype)}")
+    check_prediction_type(model.prediction_type, "model prediction_type")
     path = model_out_path(path, "path")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.net.state_dict().items()}
     metadata = {METADATA_KEY: json.dumps(model.config(), allow_nan=False)}
     write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
-
-
-def model_out_path(path: str | os.PathLike, name: str = "--out") -> Path:
-    """Check, before any work, that path can take a model file: a .safetensors name in an existing, writable
-    folder, not itself a folder; `name` is the argument named in the error."""
-    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
-        raise SpriteDiffError(f"{name} must be a .safetensors file name, got {path!r}")
-    out = Path(path)
-    if out.suffix != ".safetensors":
-        raise SpriteDiffError(f"{name} must end in .safetensors, got {out}")
-    if len(os.fsencode(out.name)) > 250:
-        raise SpriteDiffError(f"{name}: file name is {len(os.fsencode(out.name))} bytes long, at most 250")
-    parent = out.absolute().parent
-    if not parent.is_dir():
-        what = "is not a folder" if parent.exists() else "does not exist"
-        raise SpriteDiffError(f"{name} folder {parent} {what}")
-    if out.is_dir():
-        raise SpriteDiffError(f"{name} {out} is a folder, not a file")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SpriteDiffError(f"{name} folder {parent} is not writable")
-    return out
-
-
-def write_atomically(path: str | os.PathLike, write) -> None:
-    """Call write(tmp_path), then rename tmp_path over path; on failure nothing is left at path."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(str(tmp))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files owner-only; make them like any other file
-        os.replace(tmp, path)
-    except OSError as err:
-        raise SpriteDiffError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
@@ -109,7 +76,8 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     net = build_net(config["net"], path)
     load_state(net, state, path)
     return SpriteModel(net, read_schedule(config["schedule"], path), read_classes(config["classes"], net, path),
-                       config["info"], None if path == DEFAULT_MODEL else str(path))
+                       config["info"], None if path == DEFAULT_MODEL else str(path),
+                       check_prediction_type(config.get("prediction_type", "eps"), f"{path}: metadata prediction_type"))
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -227,6 +195,6 @@ def model_from_state_dict(state: dict, path: str | None = None) -> SpriteModel:
     net = build_net({"arch": "ContextUnet", **sizes}, path)
     n_cfeat = sizes["n_cfeat"]
     load_state(net, state, path)
-    classes = COURSE_CLASSES if n_cfeat == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(n_cfeat))
+    classes = class_names(n_cfeat)
     info = {"source": "course state_dict", "credit": CREDIT}
     return SpriteModel(net, Schedule.course(), classes, info, path)

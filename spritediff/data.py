@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import COURSE_CLASSES
+from .sprites import class_names
 from .errors import SpriteDiffError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -110,7 +110,7 @@ def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
     if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels) or not np.isfinite(labels).all() \
             or labels.min() < 0 or labels.max() > 1:
         raise SpriteDiffError(f"{labels_path}: labels must be numbers in [0, 1] (one-hot or soft class weights)")
-    classes = COURSE_CLASSES if labels.shape[1] == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(labels.shape[1]))
+    classes = class_names(labels.shape[1])
     return SpriteData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.float32)), classes)
 
 

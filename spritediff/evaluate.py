@@ -17,13 +17,15 @@ import numpy as np
 
 from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
+from .outputs import prepare_out, staged_output, write_json
+from .sprites import CREDIT
 
 DEFAULT_N = 1000
 MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is bounded
 
 
 def add_eval_parser(sub) -> None:
-    from .cli import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float, positive_int
+    from .arguments import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float, positive_int
     from .sampling import MAX_BATCH_SIZE
     from .specs import MAX_SEED
 
@@ -63,19 +65,17 @@ def add_eval_parser(sub) -> None:
 def run_eval(args) -> int:
     import torch
 
-    from .checkpoint import CREDIT, load_model
-    from .cli import prepare_out, staged_output, write_json
+    from .checkpoint import load_model
     from .context import parse_context
     from .data import base_set, load_data
     from .fast import resolve_precision
     from .features import DEFAULT_FEATURES, load_features
     from .sampling import resolve_device, sample_generators
-    from .specs import parse_sampler_spec, parse_sampler_specs
+    from .specs import check_guidance, parse_sampler_spec, parse_sampler_specs
 
     if args.n < 2:
         raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
-    if args.guidance < 0:
-        raise SpriteDiffError(f"--guidance must be >= 0, got {args.guidance}")
+    check_guidance(args.guidance, "--guidance")
     out = prepare_out(args.out)
     resolve_device(args.device)
     model = load_model(args.model)
@@ -255,7 +255,6 @@ def plot_fd_vs_nfe(rows: list[dict], noise: dict, path: Path, title: str = "") -
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
-    from .checkpoint import CREDIT
 
     figure = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(figure)  # the Agg backend, without touching pyplot's global state

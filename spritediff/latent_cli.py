@@ -2,7 +2,6 @@
 
 Every input is checked before any work and before --out is touched: a bad input is one line on stderr, exit
 code 2, nothing written. Outputs are staged and moved into --out only when all of them are written.
-Nothing is imported from cli at import time (cli imports this module for its COMMANDS).
 """
 from __future__ import annotations
 
@@ -15,8 +14,7 @@ import numpy as np
 
 from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
-
-CREDIT_NOTE = "Sprites by ElvGames, FrootsnVeggies and kyrise"
+from .sprites import CREDIT
 
 
 def check_out(path: str) -> None:
@@ -34,11 +32,11 @@ def write_record(stage: Path, record: dict) -> None:
 
 
 def model_record(model) -> dict:
-    return {"model": model.path or "default", "credit": model.info.get("credit") or CREDIT_NOTE}
+    return {"model": model.path or "default", "credit": model.info.get("credit") or CREDIT}
 
 
 def add_invert_parser(sub) -> None:
-    from .cli import add_model_argument, positive_int
+    from .arguments import add_model_argument, positive_int
 
     p = sub.add_parser("invert", help="encode sprites to DDIM latents x_T and decode them again",
                        description="Invert sprites to DDIM latents and reconstruct them. Writes DIR/latents.npy "
@@ -64,9 +62,9 @@ def add_invert_parser(sub) -> None:
 
 def run_invert(args) -> int:
     from .checkpoint import load_model
-    from .cli import prepare_out, staged_output
     from .latent.api import as_images, invert
     from .latent.images import read_labels
+    from .outputs import prepare_out, staged_output
 
     check_out(args.out)
     model = load_model(args.model)
@@ -92,7 +90,7 @@ def run_invert(args) -> int:
 
 
 def add_interpolate_parser(sub) -> None:
-    from .cli import add_model_argument, positive_int
+    from .arguments import add_model_argument, positive_int
 
     p = sub.add_parser("interpolate", help="slerp between two latents (seeds or images), decode each frame",
                        description="Spherical interpolation between two DDIM latents, each frame decoded with DDIM. "
@@ -117,8 +115,8 @@ def add_interpolate_parser(sub) -> None:
 
 def run_interpolate(args) -> int:
     from .checkpoint import load_model
-    from .cli import prepare_out, staged_output
     from .latent.api import interpolate
+    from .outputs import prepare_out, staged_output
 
     check_out(args.out)
     model = load_model(args.model)
@@ -140,7 +138,7 @@ def run_interpolate(args) -> int:
 
 
 def add_edit_parser(sub) -> None:
-    from .cli import add_model_argument, positive_int
+    from .arguments import add_model_argument, positive_int
 
     p = sub.add_parser("edit", help="variations, class changes (SDEdit) and inpainting of one sprite",
                        description="Noise a sprite to t0 = strength * T and denoise it with DDIM and the given "
@@ -168,8 +166,8 @@ def add_edit_parser(sub) -> None:
 
 def run_edit(args) -> int:
     from .checkpoint import load_model
-    from .cli import prepare_out, staged_output
     from .latent.api import edit
+    from .outputs import prepare_out, staged_output
 
     check_out(args.out)
     model = load_model(args.model)

@@ -21,6 +21,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .features import FeatureModel, SpriteFeatureNet
+from .pixels import to_model_range
 
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
@@ -38,7 +39,7 @@ class SpriteFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(N,C,H,W) uint8 -> (N,feature_dim) float64."""
-        return self.net.features(images.float() / 127.5 - 1.0).double()
+        return self.net.features(to_model_range(images)).double()
 
     def train(self, mode: bool = True) -> "SpriteFeatures":
         return super().train(False)  # the features never change with the metric's mode

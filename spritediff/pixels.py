@@ -8,7 +8,12 @@ import torch
 def to_model_space(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(N,H,W,C) uint8 -> (N,C,H,W) float32 in [-1, 1], on the input's device."""
     images = torch.as_tensor(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
-    return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return to_model_range(images.permute(0, 3, 1, 2))
+
+
+def to_model_range(x: torch.Tensor) -> torch.Tensor:
+    """uint8 values 0..255, in any layout -> float32 in [-1, 1], same layout: u / 127.5 - 1."""
+    return x.float() / 127.5 - 1.0
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:

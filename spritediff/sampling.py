@@ -24,8 +24,8 @@ from .errors import SpriteDiffError
 from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
 from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
-from .samplers.common import shown
-from .specs import check_int, check_number, check_options, check_sampler, check_seed
+from .samplers.common import check_timesteps, shown
+from .specs import check_guidance, check_int, check_options, check_sampler, check_seed, check_steps
 
 FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows these)
 GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
@@ -110,7 +110,7 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
            seed: int = 0, device: str | torch.device | None = "cpu", batch_size: int | None = None,
            frames: bool | int = True, progress: bool = False, fast: bool = True,
            precision: str | torch.dtype = "auto", callback=None, out: np.ndarray | None = None,
-           **sampler_options) -> SampleResult:
+           timesteps=None, **sampler_options) -> SampleResult:
     """Draw n samples, in batches of batch_size (default: BATCH_SIZE of the device, at most n).
 
     steps: model calls, 1..T (default: the sampler's, ddpm T, ddim 20). context: a spec string (see
@@ -122,13 +122,22 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
     fast: the fast path of spritediff.fast (BatchNorm folded; channels-last on the CPU; CUDA graphs on CUDA);
     False runs the net as stored. precision: "fp32" (exact and bit-reproducible), "bf16" (the net under bf16
     autocast) or "auto" (bf16 on a CPU with native bf16, else fp32); torch.float32 / torch.bfloat16 also work.
+    timesteps: a custom grid instead of the sampler's own, e.g. [499, 300, 150, 50, 0] (strictly decreasing ints,
+    the first <= T, the last 0); steps is then len(timesteps) - 1 and must not be given as well.
     callback: called after every step as callback(info, first) with the batch's spritediff.samplers.StepInfo
     (x_t and x0_hat of samples first.. first+B-1, in model space) and first, the batch's first sample index.
     The caller's model is never moved or changed.
     Raises SpriteDiffError for any bad argument (before any work) and for a non-finite sample.
     """
+    if timesteps is not None and isinstance(model, SpriteModel):  # else _check_arguments names the bad model
+        if steps is not None:
+            raise SpriteDiffError("give steps or timesteps, not both (a grid of k+1 points takes k steps)")
+        timesteps = check_timesteps(timesteps, model.schedule.T)
+        steps = len(timesteps) - 1
     plan = _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
                             sampler_options)
+    if timesteps is not None:
+        plan["grid"] = {"timesteps": timesteps}
     plan["precision"] = resolve_precision(check_precision(precision), plan["device"])
     plan["fast"] = bool(fast)
     if callback is not None and not callable(callback):
@@ -146,11 +155,9 @@ def _check_arguments(model, sampler, steps, n, context, guidance, seed, device, 
         raise SpriteDiffError(f"model has {len(model.classes)} class names for a net of {model.net.n_cfeat} context "
                               f"features")
     sampler, T = check_sampler(sampler), model.schedule.T
-    steps = DEFAULT_STEPS.get(sampler, T) if steps is None else check_int(steps, "steps")
-    if not 1 <= steps <= T:
-        raise SpriteDiffError(f"steps must be between 1 and T={T}, got {steps}")
+    steps = check_steps(DEFAULT_STEPS.get(sampler, T) if steps is None else check_int(steps, "steps"), T)
     n = check_int(n, "n", 1)
-    plan = {"sampler": sampler, "steps": steps, "n": n, "guidance": check_number(guidance, "guidance", 0),
+    plan = {"sampler": sampler, "steps": steps, "n": n, "guidance": check_guidance(guidance),
             "seed": check_seed(seed), "options": check_options(sampler, options), "device": resolve_device(device)}
     plan["contexts"] = _context_rows(context, model, n, plan["seed"])
     plan["context_label"] = context if isinstance(context, str) or context is None else "tensor"
@@ -239,7 +246,7 @@ def _run(model: SpriteModel, plan: dict, progress: bool) -> SampleResult:
     settings = {"sampler": plan["sampler"], "steps": steps, "n": n, "seed": plan["seed"],
                 "guidance": plan["guidance"] if plan["contexts"] is not None else None,
                 "context": plan["context_label"], "device": str(device), "batch_size": plan["batch_size"],
-                "precision": plan["precision"], "fast": plan["fast"], **plan["options"]}
+                "precision": plan["precision"], "fast": plan["fast"], **plan.get("grid", {}), **plan["options"]}
     return SampleResult(images, kept, timesteps, nfe, seconds, settings)
 
 
@@ -276,7 +283,8 @@ def _batch_eps(net, model: SpriteModel, plan: dict, lo: int, hi: int, x_T: torch
     """The counted eps function of samples lo..hi-1: context on the device, bf16 if asked, a CUDA graph if fast."""
     device = plan["device"]
     ctx = None if plan["contexts"] is None else plan["contexts"](lo, hi).to(device)
-    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"], bf16=plan["precision"] == "bf16")
+    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"], bf16=plan["precision"] == "bf16",
+                     prediction_type=model.prediction_type)
     if plan["fast"] and device.type == "cuda":
         eps_fn = graphed_or_eager(eps_fn, x_T)
     return CountingEps(eps_fn)
@@ -303,7 +311,7 @@ def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, bar) ->
     watched = keep or bar is not None or user_callback is not None
     clock = Clock(plan["device"])
     x0 = SAMPLERS[plan["sampler"]](eps_fn, x_T, model.schedule, steps=plan["steps"], generator=generators,
-                                   callback=record if watched else None, **plan["options"])
+                                   callback=record if watched else None, **plan["options"], **plan.get("grid", {}))
     return BatchResult(x0, batch_frames, timesteps, eps_fn.calls, clock)
 
 

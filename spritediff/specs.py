@@ -18,7 +18,7 @@ from .errors import SpriteDiffError
 from .samplers import DEFAULT_STEPS, OPTIONS, SAMPLERS
 from .samplers.common import shown
 
-SHARED_ARGUMENTS = ("eps_fn", "x_T", "schedule", "steps", "generator", "callback")
+SHARED_ARGUMENTS = ("eps_fn", "x_T", "schedule", "steps", "generator", "callback", "timesteps")  # not OPTIONS
 MAX_SEED = 2**63 - 1
 
 
@@ -59,11 +59,18 @@ def parse_sampler_specs(text: str, T: int = 500) -> list[SamplerSpec]:
 
 def parse_sampler_spec(text: str, T: int = 500) -> SamplerSpec:
     """One spec, "ddim:20:eta=1"; see parse_sampler_specs."""
+    name, steps, options = read_sampler_spec(text, T)
+    return SamplerSpec(name, min(DEFAULT_STEPS.get(name, T), T) if steps is None else steps, options)
+
+
+def read_sampler_spec(text: str, T: int | None = None) -> tuple[str, int | None, dict]:
+    """One spec's sampler name, its steps as written (None when it gives none) and its options, parsed and
+    checked; steps are checked against T when T is given (before a model is loaded it may not be known)."""
     name, *fields = [f.strip() for f in text.strip().split(":")]
     name = name.lower()
     if name not in SAMPLERS:
         raise SpriteDiffError(f"unknown sampler {name!r} in spec {text!r}; known samplers: {', '.join(SAMPLERS)}")
-    steps = min(DEFAULT_STEPS.get(name, T), T)
+    steps = None
     if fields and "=" not in fields[0]:
         steps = _parse_steps(fields.pop(0), text, T)
     options = {}
@@ -72,7 +79,7 @@ def parse_sampler_spec(text: str, T: int = 500) -> SamplerSpec:
         if key in options:
             raise SpriteDiffError(f"option {key!r} given twice in spec {text!r}")
         options[key] = value
-    return SamplerSpec(name, steps, options)
+    return name, steps, options
 
 
 def sampler_options(name: str) -> dict:
@@ -106,14 +113,24 @@ def check_options(sampler: str, options: dict, where: str = "") -> dict:
         raise SpriteDiffError(f"{err}{where}") from None
 
 
-def _parse_steps(field_text: str, text: str, T: int) -> int:
+def _parse_steps(field_text: str, text: str, T: int | None) -> int:
     try:
         steps = int(field_text)
     except ValueError:
         raise SpriteDiffError(f"steps {field_text!r} in spec {text!r} is not an integer") from None
+    return steps if T is None else check_steps(steps, T, where=f" in spec {text!r}")
+
+
+def check_steps(steps: int, T: int, name: str = "steps", where: str = "") -> int:
+    """steps (an int) within 1..T, the model's schedule length; `where` ends the message (" in spec ...")."""
     if not 1 <= steps <= T:
-        raise SpriteDiffError(f"steps must be between 1 and T={T}, got {steps} in spec {text!r}")
+        raise SpriteDiffError(f"{name} must be between 1 and T={T}, got {steps}{where}")
     return steps
+
+
+def check_guidance(value, name: str = "guidance", high: float | None = None) -> float:
+    """A classifier-free guidance weight: a finite number >= 0 (and <= high when given)."""
+    return check_number(value, name, 0, high)
 
 
 def _parse_option(name: str, item: str, text: str) -> tuple[str, object]:

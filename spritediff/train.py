@@ -12,7 +12,6 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -24,14 +23,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .checkpoint import CREDIT, SpriteModel, save_model, write_atomically
+from .checkpoint import SpriteModel, save_model
 from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind
+from .denoiser import PREDICTION_TYPES
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .outputs import write_atomically
 from .pixels import to_model_space
+from .provenance import command_line
 from .rng import keyed_generator
 from .schedule import Schedule
+from .sprites import COURSE_CLASSES, CREDIT
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")
@@ -53,6 +56,7 @@ class TrainConfig:
     seed: int = 0
     T: int = 500
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
+    prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
 
     def check(self) -> None:
         """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
@@ -64,6 +68,7 @@ class TrainConfig:
                          ("lr", self.lr > 0), ("n_feat", 8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0),
                          ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
                          ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
+                         ("prediction", self.prediction in PREDICTION_TYPES),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
@@ -97,10 +102,13 @@ def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
 
 
 def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: torch.Tensor,
-                   noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int, precision: str = "fp32") -> torch.Tensor:
-    """MSE between the net's eps and the true noise at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise.
+                   noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int, precision: str = "fp32",
+                   prediction: str = "eps") -> torch.Tensor:
+    """MSE between the net's output and its target at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise.
 
-    With precision "bf16" the forward pass runs under bf16 autocast on channels-last input; the loss is fp32.
+    x0, noise: (B,C,H,W); t: (B,) in 1..T. prediction: the target, "eps" (noise), "x0" (x0) or "v"
+    (sqrt(ab_t) noise - sqrt(1 - ab_t) x0). With precision "bf16" the forward pass runs under bf16 autocast on
+    channels-last input; the loss is fp32.
     """
     ab = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -108,8 +116,19 @@ def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: 
     if low:
         x_t = x_t.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=low):
-        eps = net(x_t, t.to(x0.dtype) / T, c)
-    return nn.functional.mse_loss(eps.float(), noise)
+        out = net(x_t, t.to(x0.dtype) / T, c)
+    return nn.functional.mse_loss(out.float(), training_target(x0, noise, ab, prediction))
+
+
+def training_target(x0: torch.Tensor, noise: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
+    """What a net of this prediction type learns to output: noise, x0 or v, each (B,C,H,W); ab (B,1,1,1)."""
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    if prediction == "eps":
+        return noise
+    raise SpriteDiffError(f"bad --prediction: {prediction!r}; choose from {', '.join(PREDICTION_TYPES)}")
 
 
 class Trainer:
@@ -152,7 +171,8 @@ class Trainer:
         c = None if self.labels is None else self.labels[rows] * keep[:, None]
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T, config.precision)
+        loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T, config.precision,
+                              config.prediction)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -197,8 +217,8 @@ class Trainer:
     def _as_model(self, source: nn.Module, info: dict) -> SpriteModel:
         net = ContextUnet(self.net.in_channels, self.net.n_feat, self.net.n_cfeat, self.net.height)
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
-        classes = self.data.classes or ("hero", "non-hero", "food", "spell", "side-facing")
-        return SpriteModel(net.eval(), self.schedule, classes, info)
+        classes = self.data.classes or COURSE_CLASSES
+        return SpriteModel(net.eval(), self.schedule, classes, info, prediction_type=self.config.prediction)
 
 
 def read_state(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -335,8 +355,7 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
 def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, data_name: str, dtype,
                 snapshots: set[int]) -> SpriteModel:
     config, world = trainer.config, trainer.world
-    info = {"weights": f"EMA (decay {config.ema}) of the training weights", "command": " ".join(
-        ["spritediff"] + sys.argv[1:]) if Path(sys.argv[0]).name in ("spritediff", "__main__.py") else "python API",
+    info = {"weights": f"EMA (decay {config.ema}) of the training weights", "command": command_line(),
         "data": data_name, "config": asdict(config), "world_size": world.size,
         "machine": machine_name(trainer.device), "torch": torch.__version__, "credit": CREDIT}
     start, first_step = time.perf_counter(), trainer.step

@@ -10,7 +10,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # the oracle module
 
-from spritediff.checkpoint import COURSE_CLASSES, SpriteModel, save_model  # noqa: E402
+from spritediff.checkpoint import SpriteModel, save_model  # noqa: E402
+from spritediff.sprites import COURSE_CLASSES  # noqa: E402
 from spritediff.models import ContextUnet  # noqa: E402
 from spritediff.schedule import Schedule  # noqa: E402
 

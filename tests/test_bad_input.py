@@ -121,7 +121,7 @@ def test_a_non_finite_sample_is_an_error_naming_the_cause():
 
 
 def test_json_written_is_strict(tmp_path):
-    from spritediff.cli import json_text
+    from spritediff.outputs import json_text
 
     assert json.loads(json_text({"a": [1.5, {"b": 2}]})) == {"a": [1.5, {"b": 2}]}
     with pytest.raises(SpriteDiffError, match=r"non-finite number at a\.1\.b"):

@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from spritediff.bench import BenchRow, baseline_index, bench, set_speedups
-from spritediff.checkpoint import COURSE_CLASSES, SpriteModel, load_model, save_model
+from spritediff.checkpoint import SpriteModel, load_model, save_model
 from spritediff.cli import main
 from spritediff.models import ContextUnet
 from spritediff.schedule import Schedule
 from spritediff.specs import parse_sampler_specs
+from spritediff.sprites import COURSE_CLASSES
 
 
 @pytest.fixture(scope="module")

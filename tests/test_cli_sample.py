@@ -15,8 +15,7 @@ from spritediff.context import parse_context
 from spritediff.denoiser import Denoiser
 from spritediff.errors import SpriteDiffError
 from spritediff.schedule import Schedule
-
-CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
+from spritediff.sprites import COURSE_CLASSES as CLASSES
 
 
 def run(args):

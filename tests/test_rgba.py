@@ -289,7 +289,8 @@ def test_gif_frames_show_transparency_on_a_checkerboard():
 
 def test_the_latent_tools_refuse_an_rgba_model_in_one_line():
     import spritediff
-    from spritediff.checkpoint import COURSE_CLASSES, SpriteModel
+    from spritediff.checkpoint import SpriteModel
+    from spritediff.sprites import COURSE_CLASSES
     from spritediff.errors import SpriteDiffError
     from spritediff.models import ContextUnet
     from spritediff.schedule import Schedule

@@ -59,10 +59,11 @@ def test_a_signal_leaves_out_as_it_was(tiny_model_path, tmp_path, signum, code, 
 def test_a_signal_whose_exception_was_lost_still_blocks_the_commit(tmp_path, monkeypatch):
     """A library may swallow the exception a signal handler raises (a C extension's import can); the signal is
     also remembered, and staged_output refuses to move anything into --out after it."""
-    from spritediff import cli
+    from spritediff.interrupts import STOP, Terminated
+    from spritediff.outputs import staged_output
 
-    monkeypatch.setitem(cli.STOP, "signal", signal.SIGTERM)
-    with pytest.raises(cli.Terminated):
-        with cli.staged_output(tmp_path / "out") as stage:
+    monkeypatch.setitem(STOP, "signal", signal.SIGTERM)
+    with pytest.raises(Terminated):
+        with staged_output(tmp_path / "out") as stage:
             (stage / "samples.npy").write_bytes(b"x")
     assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..errors import SpriteDiffError
+from ..provenance import command_line
 from .files import save_features
 from .training import FeatureTrainConfig, train_feature_net
 
@@ -40,7 +41,7 @@ def add_train_features_parser(sub) -> None:
 
 
 def run_train_features(args) -> int:
-    from ..checkpoint import model_out_path
+    from ..outputs import model_out_path
     from ..data import base_set, load_data
 
     out = model_out_path(args.out)
@@ -68,13 +69,6 @@ def run_train_features(args) -> int:
     print(f"wrote {out}: held-out accuracy {held['accuracy']:.3f} on {held['rows']} images ({held['groups']} sprites), "
           f"trained on {model.info['train']['rows']} in {model.info['wall_seconds']} s")
     return 0
-
-
-def command_line() -> str:
-    """The command as typed, when run as `spritediff ...` or `python -m spritediff ...`."""
-    if Path(sys.argv[0]).name in ("spritediff", "__main__.py"):
-        return " ".join(["spritediff"] + sys.argv[1:])
-    return "python API"
 
 
 def md5(path: str | os.PathLike) -> str | None:

@@ -11,8 +11,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..checkpoint import METADATA_KEY, write_atomically
+from ..checkpoint import METADATA_KEY
 from ..errors import SpriteDiffError
+from ..outputs import write_atomically
 from ..pixels import to_model_space as to_float
 from .net import SpriteFeatureNet
 

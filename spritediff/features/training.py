@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..checkpoint import CREDIT
+from ..sprites import CREDIT
 from .files import FeatureModel, to_float
 from .net import SpriteFeatureNet
 from .split import NEAR_DUPLICATE_RMS, held_out_split, sprite_groups

@@ -20,7 +20,7 @@ from ..denoiser import DEFAULT_GUIDANCE, Denoiser
 from ..errors import SpriteDiffError
 from ..pixels import to_model_space, to_uint8
 from ..samplers import SAMPLERS
-from ..specs import check_number, check_seed
+from ..specs import check_guidance, check_seed, check_steps
 from ..sampling import CountingEps, SampleResult, _merge_frames, initial_noise, resolve_device, sample_generators
 from .editing import inpaint_ddim, noise_to, truncated_schedule
 from .images import check_size, read_images, read_mask
@@ -106,11 +106,6 @@ def resolve_contexts(model: SpriteModel, context, n: int, labels=None) -> torch.
     return parse_context(context, model.classes, n, sample_generators(0, n, stream=1))
 
 
-def check_steps(model: SpriteModel, steps: int) -> None:
-    if not 1 <= steps <= model.schedule.T:
-        raise SpriteDiffError(f"--steps must be between 1 and T={model.schedule.T}, got {steps}")
-
-
 def check_rgb(model: SpriteModel) -> None:
     """The latent tools read and write RGB sprites: an RGBA model is a one-line user error."""
     if model.net.in_channels != 3:
@@ -172,9 +167,9 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     model's own ODE (w > 0 inverts the guided one). dtype: float32, or float64 to see the exact method's floor.
     """
     check_method(method)
-    check_steps(model, steps)
+    check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
-    guidance = check_number(guidance, "--guidance", 0)
+    guidance = check_guidance(guidance, "--guidance")
     pixels, names = as_images(images, model)
     if labels is not None and len(labels) != len(pixels):
         raise SpriteDiffError(f"--labels has {len(labels)} rows for {len(pixels)} images")
@@ -185,7 +180,7 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     for lo in range(0, len(pixels), batch_size):
         x0 = to_model_space(pixels[lo:lo + batch_size]).to(device=device, dtype=dtype)
         ctx = None if contexts is None else contexts[lo:lo + batch_size]
-        eps_fn = CountingEps(Denoiser(net, model.schedule, ctx, guidance))
+        eps_fn = CountingEps(Denoiser(net, model.schedule, ctx, guidance, prediction_type=model.prediction_type))
         z, z1 = encode(eps_fn, x0, model, steps, method)
         recorder = FrameRecorder() if frames else None
         x = decode(eps_fn, z, z1, model, steps, recorder)
@@ -235,7 +230,7 @@ def _ends_from_images(model: SpriteModel, net, images, contexts, guidance: float
     pixels, names = as_images(images, model)
     if len(pixels) != 2:
         raise SpriteDiffError(f"--images takes exactly two images to interpolate, got {len(pixels)}")
-    eps_fn = Denoiser(net, model.schedule, contexts, guidance)
+    eps_fn = Denoiser(net, model.schedule, contexts, guidance, prediction_type=model.prediction_type)
     return (*encode(eps_fn, to_model_space(pixels).to(device), model, steps, method), names)
 
 
@@ -252,11 +247,11 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
         raise SpriteDiffError("give either --seeds A B or --images a.png b.png")
     if frames < 2:
         raise SpriteDiffError(f"--frames must be at least 2, got {frames}")
-    check_steps(model, steps)
+    check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
     check_method(method)
     guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
-    guidance = check_number(guidance, "--guidance", 0)
+    guidance = check_guidance(guidance, "--guidance")
     c_a, c_b = _two_contexts(model, context)
     net, device = working_net(model, device, torch.float32)
     shape = (net.in_channels, net.height, net.height)
@@ -270,7 +265,8 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     path = slerp(ends[:1].expand(frames, *shape), ends[1:].expand(frames, *shape), alphas.to(ends.dtype))
     path_t1 = None if ends_t1 is None else slerp(ends_t1[:1].expand(frames, *shape),
                                                  ends_t1[1:].expand(frames, *shape), alphas.to(ends.dtype))
-    eps_fn = CountingEps(Denoiser(net, model.schedule, _blend(c_a, c_b, alphas), guidance))
+    eps_fn = CountingEps(Denoiser(net, model.schedule, _blend(c_a, c_b, alphas), guidance,
+                                    prediction_type=model.prediction_type))
     recorder = FrameRecorder()
     start = time.perf_counter()
     x = decode(eps_fn, path, path_t1, model, steps, recorder)
@@ -302,12 +298,12 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     whole range 0..T, so a run from t0 takes round(steps t0 / T). Result i uses noise stream (seed, i).
     resample: RePaint's resampling with a mask, R model calls per step (default 5; 1 = plain replacement).
     """
-    seed, guidance = check_seed(seed, "--seed"), check_number(guidance, "--guidance", 0)
+    seed, guidance = check_seed(seed, "--seed"), check_guidance(guidance, "--guidance")
     pixels, _ = as_images(image, model, "IMAGE")
     if len(pixels) != 1:
         raise SpriteDiffError(f"IMAGE: edit takes one image, got {len(pixels)}")
     strength, resample = _edit_options(strength, mask is not None, n, guidance, resample)
-    check_steps(model, steps)
+    check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
     holes = None if mask is None else read_mask(mask, model.net.height)
     contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1))
@@ -319,7 +315,7 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     if t0 == 0:
         return EditResult(to_uint8(x), [], [], 0, 0.0, {**settings, "steps": 0}, pixels[0], holes, t0)
     k = edit_steps(steps, t0, model.schedule.T)
-    eps_fn = CountingEps(Denoiser(net, model.schedule, contexts, guidance))
+    eps_fn = CountingEps(Denoiser(net, model.schedule, contexts, guidance, prediction_type=model.prediction_type))
     recorder = FrameRecorder()
     start = time.perf_counter()
     out = _denoise_from(eps_fn, x, model, t0, k, holes, seed, resample, recorder)
@@ -335,7 +331,7 @@ def _edit_options(strength: float | None, masked: bool, n: int, guidance: float,
         raise SpriteDiffError(f"--strength must be between 0 and 1, got {strength}")
     if n < 1:
         raise SpriteDiffError(f"--n must be at least 1, got {n}")
-    guidance = check_number(guidance, "--guidance", 0)
+    guidance = check_guidance(guidance, "--guidance")
     resample = (REPAINT_DEFAULT if masked else 1) if resample is None else resample
     if resample < 1 or (resample > 1 and not masked):
         raise SpriteDiffError(f"--resample must be at least 1 and applies to inpainting (--mask), got {resample}")

@@ -1,7 +1,8 @@
 """Samplers: one short function each over (eps_fn, x_T, schedule, steps=..., ...), and the registry.
 
 Every sampler takes eps_fn(x (B,C,H,W), t LongTensor (B,)) -> eps, the starting noise x_T, a
-Schedule, `steps` (model calls), `spacing`, `generator` and `callback(StepInfo)`; it returns the
+Schedule, `steps` (model calls), `spacing`, `generator`, `callback(StepInfo)` and `timesteps` (a grid of the
+caller's, decreasing from <= T to 0, instead of steps and spacing: common.sampler_grid); it returns the
 sample at t = 0.
 """
 from . import ddim, ddpm, dpmpp, karras, plms, unipc

@@ -1,4 +1,4 @@
-"""What every sampler shares: the step record handed to callbacks, noise drawing and the x0 view."""
+"""What every sampler shares: the step record handed to callbacks, noise drawing, the x0 view and the grid."""
 from __future__ import annotations
 
 import math
@@ -10,7 +10,8 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 
-from ..schedule import SPACINGS
+from ..errors import SpriteDiffError
+from ..schedule import SPACINGS, Schedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Generator = Union[None, torch.Generator, Sequence[torch.Generator]]
@@ -147,6 +148,47 @@ def _as_kind(value, kind: type):
     if kind is float:
         return None
     return value if isinstance(value, str) else None
+
+
+def sampler_grid(schedule: Schedule, steps: int, spacing: str,
+                 timesteps: Sequence[int] | None = None) -> list[int]:
+    """The times a sampler visits, decreasing to 0: the built-in schedule.timesteps(steps, spacing), or the
+    caller's own grid `timesteps` (checked by check_timesteps; steps and spacing are then unused, and the sampler
+    takes len(timesteps) - 1 steps), as diffusers' and k-diffusion's samplers accept one."""
+    if timesteps is None:
+        return schedule.timesteps(steps, spacing)
+    return check_timesteps(timesteps, schedule.T)
+
+
+def check_timesteps(timesteps, T: int) -> list[int]:
+    """timesteps as a list of Python ints if it is a grid: at least 2 strictly decreasing integers (a list, tuple,
+    1-D array or tensor), the first <= T, the last 0. Else a one-line SpriteDiffError."""
+    if isinstance(timesteps, (str, bytes)) or getattr(timesteps, "ndim", 1) != 1:
+        raise SpriteDiffError(f"timesteps must be a list of integers, got {shown(timesteps)}")
+    try:
+        points = list(timesteps)
+    except TypeError:
+        raise SpriteDiffError(f"timesteps must be a list of integers, got {shown(timesteps)}") from None
+    if len(points) < 2:
+        raise SpriteDiffError(f"timesteps needs at least 2 points (a start <= T={T} down to 0), got {len(points)}")
+    ts = [_grid_point(value, i) for i, value in enumerate(points)]
+    if ts[0] > T:
+        raise SpriteDiffError(f"timesteps must start at most at T={T}, got {ts[0]}")
+    if ts[-1] != 0:
+        raise SpriteDiffError(f"timesteps must end at 0, got {ts[-1]}")
+    for i in range(1, len(ts)):
+        if ts[i] >= ts[i - 1]:
+            raise SpriteDiffError(f"timesteps must be strictly decreasing, got {ts[i - 1]} then {ts[i]} "
+                                  f"at index {i}")
+    return ts
+
+
+def _grid_point(value, index: int) -> int:
+    """timesteps[index] as a Python int (a bool or a float is refused)."""
+    number = None if isinstance(value, (bool, np.bool_)) else _as_kind(value, int)
+    if number is None:
+        raise SpriteDiffError(f"timesteps[{index}] must be an integer, got {shown(value)}")
+    return number
 
 
 def spacing_option(default: str) -> Option:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, spacing_option
+from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, sampler_grid,
+                     spacing_option)
 
 OPTIONS = {
     "eta": Option(float, 0.0, "noise: 0 deterministic, 1 DDPM-like", low=0.0, high=1.0),
@@ -20,14 +22,16 @@ def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:
 
 
 def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 20, eta: float = 0.0,
-                spacing: str = "trailing", generator: Generator = None, callback=None) -> torch.Tensor:
+                spacing: str = "trailing", generator: Generator = None, callback=None,
+                timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """DDIM over `steps` model calls; eta = 0 is deterministic, eta = 1 matches DDPM's posterior.
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid).
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
     x = x_T
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         ab_t, ab_s = schedule.alpha_bar(t), schedule.alpha_bar(s)

@@ -6,11 +6,13 @@ alpha = ab_t / ab_s and beta = 1 - alpha, so DDPM and DDIM can be compared at eq
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, spacing_option
+from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, sampler_grid,
+                     spacing_option)
 
 VARIANCES = ("course", "posterior")
 OPTIONS = {
@@ -31,12 +33,13 @@ def ddpm_sigma(ab_t: float, ab_s: float, variance: str) -> float:
 
 def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int | None = None,
                 variance: str = "course", spacing: str = "trailing", generator: Generator = None,
-                callback=None) -> torch.Tensor:
+                callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Ancestral sampling; steps defaults to T (every timestep). No noise is added at the last step.
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid).
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0.
     """
-    ts = schedule.timesteps(schedule.T if steps is None else steps, spacing)
+    ts = sampler_grid(schedule, schedule.T if steps is None else steps, spacing, timesteps)
     x = x_T
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         ab_t, ab_s = schedule.alpha_bar(t), schedule.alpha_bar(s)

@@ -11,11 +11,13 @@ Every step uses the exact alpha, sigma, lambda of the integer t the model is cal
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, spacing_option
+from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, sampler_grid,
+                     spacing_option)
 
 OPTIONS = {
     "spacing": spacing_option("logsnr"),
@@ -64,8 +66,9 @@ def dpmpp_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
 
 def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, order: int = 2,
                  spacing: str = "logsnr", lower_order_final: bool = True, generator: Generator = None,
-                 callback=None) -> torch.Tensor:
+                 callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """DPM-Solver++ multistep of `order` 1-3 over `steps` model calls (deterministic: generator is unused).
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid); steps = len(timesteps) - 1.
 
     The first steps warm up at orders 1, 2, ...; the final step to t = 0 (lambda = inf) is x0_hat, the limit of
     every order. lower_order_final: with fewer than 15 steps, step i uses order <= steps - i (so 3M takes its
@@ -74,7 +77,8 @@ def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: in
     """
     if order not in (1, 2, 3):
         raise ValueError(f"DPM-Solver++ order must be 1, 2 or 3, got {order}")
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
+    steps = len(ts) - 1
     x = x_T
     lambdas: list[float] = []
     x0s: list[torch.Tensor] = []
@@ -94,13 +98,13 @@ def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: in
 
 def sample_dpmpp_2m(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10,
                     spacing: str = "logsnr", lower_order_final: bool = True, generator: Generator = None,
-                    callback=None) -> torch.Tensor:
+                    callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """DPM-Solver++(2M): second order, one model call a step. See sample_dpmpp."""
-    return sample_dpmpp(eps_fn, x_T, schedule, steps, 2, spacing, lower_order_final, generator, callback)
+    return sample_dpmpp(eps_fn, x_T, schedule, steps, 2, spacing, lower_order_final, generator, callback, timesteps)
 
 
 def sample_dpmpp_3m(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10,
                     spacing: str = "logsnr", lower_order_final: bool = True, generator: Generator = None,
-                    callback=None) -> torch.Tensor:
+                    callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """DPM-Solver++(3M): third order, one model call a step. See sample_dpmpp."""
-    return sample_dpmpp(eps_fn, x_T, schedule, steps, 3, spacing, lower_order_final, generator, callback)
+    return sample_dpmpp(eps_fn, x_T, schedule, steps, 3, spacing, lower_order_final, generator, callback, timesteps)

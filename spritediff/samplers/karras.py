@@ -8,11 +8,12 @@ which goes to sigma = 0 and is x0_hat.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, spacing_option
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, sampler_grid, spacing_option
 
 OPTIONS = {"spacing": spacing_option("karras")}
 
@@ -23,12 +24,13 @@ def _eps_ve(eps_fn: EpsFn, x_ve: torch.Tensor, schedule: Schedule, t: int) -> to
 
 
 def sample_euler(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, spacing: str = "karras",
-                 generator: Generator = None, callback=None) -> torch.Tensor:
+                 generator: Generator = None, callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Euler over `steps` model calls: x_ve += (sigma_next - sigma) eps. Deterministic: generator is unused.
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid).
 
     x_T: (B,C,H,W) standard normal, the VP state at the grid's first t. Returns x at t = 0.
     """
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
     x_ve = x_T / math.sqrt(schedule.alpha_bar(ts[0]))
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         sigma_t = schedule.sigma(t)
@@ -40,13 +42,13 @@ def sample_euler(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: in
 
 
 def sample_heun(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, spacing: str = "karras",
-                generator: Generator = None, callback=None) -> torch.Tensor:
+                generator: Generator = None, callback=None, timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """Heun (trapezoidal predictor-corrector) over `steps` steps, 2 steps - 1 model calls: two a step, one on the
-    final step to sigma = 0. Deterministic: generator is unused.
+    final step to sigma = 0. Deterministic: generator is unused. timesteps: as in sample_euler.
 
     x_T: (B,C,H,W) standard normal, the VP state at the grid's first t. Returns x at t = 0.
     """
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
     x_ve = x_T / math.sqrt(schedule.alpha_bar(ts[0]))
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
         sigma_t, sigma_s = schedule.sigma(t), schedule.sigma(s)

@@ -17,11 +17,12 @@ The final step to t = 0 is x0_hat (DDIM with the step's own eps).
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, spacing_option
+from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, sampler_grid, spacing_option
 
 WARMUPS = ("ab", "heun")
 OPTIONS = {
@@ -42,14 +43,16 @@ def transfer(x: torch.Tensor, eps: torch.Tensor, ab_t: float, ab_s: float) -> to
 
 
 def sample_plms(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, spacing: str = "logsnr",
-                warmup: str = "ab", generator: Generator = None, callback=None) -> torch.Tensor:
+                warmup: str = "ab", generator: Generator = None, callback=None,
+                timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """PLMS over `steps` steps: `steps` model calls, one more with warmup="heun" (if steps > 1). Deterministic.
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid).
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
     if warmup not in WARMUPS:
         raise ValueError(f"unknown PLMS warm-up {warmup!r}; choose from {', '.join(WARMUPS)}")
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
     x = x_T
     history: list[torch.Tensor] = []  # eps of the earlier steps, newest first
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):

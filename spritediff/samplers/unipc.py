@@ -11,13 +11,14 @@ step reuses that model output: the corrector costs no model call. B(h) = 1 - e^-
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from ..schedule import Schedule
 from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0
-from .common import Option, spacing_option
+from .common import Option, sampler_grid, spacing_option
 from .dpmpp import exp_weights
 
 VARIANTS = ("bh1", "bh2")
@@ -71,20 +72,23 @@ def unipc_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
 
 def sample_unipc(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, order: int = 2,
                  spacing: str = "logsnr", variant: str = "bh2", corrector: bool = True,
-                 lower_order_final: bool = True, generator: Generator = None, callback=None) -> torch.Tensor:
+                 lower_order_final: bool = True, generator: Generator = None, callback=None,
+                 timesteps: Sequence[int] | None = None) -> torch.Tensor:
     """UniPC-p (p = order, 1-3) over `steps` model calls: UniP-p then UniC-p at every step but the last.
 
     Warm-up at orders 1, 2, ...; lower_order_final: step i uses order <= steps - i (as diffusers). The final step
     to t = 0 is x0_hat, with no corrector after it. corrector=False gives UniP alone (UniP-2 with bh2 is
     DPM-Solver++(2M)). Deterministic: generator is unused. The callback's x_t is the predicted state the model
     was called at (x0_hat's input); the final x0 is that call's x0_hat, as the corrected state has weight 0 there.
+    timesteps: a grid of the caller's instead of (steps, spacing) (common.sampler_grid); steps = len(timesteps) - 1.
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
     if order not in (1, 2, 3):
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown UniPC variant {variant!r}; choose from {', '.join(VARIANTS)}")
-    ts = schedule.timesteps(steps, spacing)
+    ts = sampler_grid(schedule, steps, spacing, timesteps)
+    steps = len(ts) - 1
     x = x_T
     lambdas: list[float] = []
     x0s: list[torch.Tensor] = []

@@ -18,7 +18,7 @@ STOP_GRACE_S = 5  # on Ctrl-C or SIGTERM, runs still streaming after this are ca
 
 
 def add_serve_parser(sub) -> None:
-    from ..cli import add_model_argument, bounded_int, positive_float, positive_int
+    from ..arguments import add_model_argument, bounded_int, positive_float, positive_int
     from ..fast import PRECISIONS
 
     d = ServeConfig()
@@ -83,7 +83,7 @@ def run_serve(args) -> int:
 
 def _serve(server, listener: socket.socket) -> int:
     """Run until Ctrl-C or SIGTERM (uvicorn stops gracefully, then re-raises the signal; that is a clean stop)."""
-    from ..cli import Terminated
+    from ..interrupts import Terminated
 
     try:
         server.run(sockets=[listener])

@@ -83,7 +83,8 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
     generators = sample_generators(request.seed, request.n)
     x_T = initial_noise(generators, shape)
     rows = request.context.rows(model.classes, request.n, request.seed)
-    eps_fn = CountingEps(Denoiser(net, model.schedule, rows, request.guidance))
+    eps_fn = CountingEps(Denoiser(net, model.schedule, rows, request.guidance,
+                                    prediction_type=model.prediction_type))
     keeper = FrameKeeper(min(request.n, FRAMES_N))
     streamer = FrameStreamer(job, eps_fn, request.steps, interval, request.frames)
 

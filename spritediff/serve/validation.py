@@ -20,7 +20,7 @@ from ..latent.api import METHODS, REPAINT_DEFAULT
 from ..samplers import DEFAULT_STEPS, SAMPLERS
 from ..samplers.common import shown
 from ..sampling import sample_generators
-from ..specs import check_int, check_number, check_options, check_sampler, check_seed
+from ..specs import check_guidance, check_int, check_number, check_options, check_sampler, check_seed
 from .config import ServeConfig
 from .images import decode_upload
 
@@ -175,7 +175,7 @@ def _steps(value, sampler: str, model: SpriteModel, config: ServeConfig) -> int:
 
 
 def _guidance(value, config: ServeConfig) -> float:
-    return check_number(value, "guidance", 0, config.max_guidance)
+    return check_guidance(value, "guidance", config.max_guidance)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Shared by the commands: argparse types (each refuses a bad value with a one-line message) and the
+argument groups several commands take (--model; --precision and --eager)."""
+from __future__ import annotations
+
+import argparse
+import math
+
+from .fast import PRECISIONS
+
+
+def add_model_argument(parser) -> None:
+    parser.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+
+
+def integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    value = integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def bounded_int(low: int, high: int):
+    """An argparse type: an integer in low..high."""
+
+    def parse(text: str) -> int:
+        value = integer(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def seed_int(text: str) -> int:
+    """An argparse type: a seed, 0..2^63-1."""
+    from .specs import MAX_SEED
+
+    return bounded_int(0, MAX_SEED)(text)
+
+
+def finite_float(text: str) -> float:
+    """An argparse type: a finite number (nan and inf are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def step_list(text: str) -> tuple[int, ...]:
+    try:
+        steps = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected steps like 500,1000,2000, got {text!r}") from None
+    if any(step < 1 for step in steps):
+        raise argparse.ArgumentTypeError(f"steps must be at least 1, got {text!r}")
+    return steps
+
+
+def add_fast_path_arguments(p) -> None:
+    """--precision and --eager, shared by sample, bench and eval."""
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="fp32: exact and bit-reproducible; bf16: the net under bf16 autocast (about 2x faster on "
+                        "CPUs with AVX-512 BF16 or AMX, same quality: docs/results.md); auto (default): bf16 on such "
+                        "a CPU, else fp32")
+    p.add_argument("--eager", action="store_true",
+                   help="run the net as stored: no BatchNorm folding, channels-last or CUDA graph replay")

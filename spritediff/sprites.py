@@ -1,0 +1,10 @@
+"""The course's sprites: their credit line and the class names of its labels file (one place for each)."""
+from __future__ import annotations
+
+CREDIT = "Sprites by ElvGames, FrootsnVeggies and kyrise"
+COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
+
+
+def class_names(n: int) -> tuple[str, ...]:
+    """The names of n context classes: the course's when n is theirs (5), else class0 .. class{n-1}."""
+    return COURSE_CLASSES if n == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(n))
