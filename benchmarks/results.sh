@@ -37,6 +37,7 @@ specs=""
 for s in ddim dpmpp-2m dpmpp-3m unipc euler plms; do specs+="$s:5,$s:10,$s:20,$s:50,"; done
 specs+="heun:3,heun:5,heun:10,heun:25"
 spritediff eval --data "$data" --n "$n" --context none --noise-sampler ddim:20 --out "$out/solvers" --samplers "$specs"
+python benchmarks/solver_tables.py --out "$out/solver_tables.json"  # docs/solvers.md: every number, on the oracle
 
 # 5. guidance: FD and class accuracy against the weight, classes drawn from the real labels
 for w in 0 0.5 1 2 4; do

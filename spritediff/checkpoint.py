@@ -11,19 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
 from .denoiser import check_prediction_type
 from .errors import SpriteDiffError
 from .models import ContextUnet
 from .outputs import model_out_path, write_atomically
+from .safetensors_io import METADATA_KEY, read_safetensors
 from .samplers.common import shown
 from .schedule import Schedule
 from .sprites import CREDIT, class_names
 
 FORMAT = "spritediff/1"
-METADATA_KEY = "spritediff"
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "sprites_context.safetensors"
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
 
@@ -81,22 +80,8 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise SpriteDiffError(f"{path} is not a readable .safetensors file (truncated or corrupt?): {err}") from None
-    if METADATA_KEY not in metadata:
-        raise SpriteDiffError(f"{path} is not a spritediff model (no '{METADATA_KEY}' metadata)")
-    try:
-        config = json.loads(metadata[METADATA_KEY])
-    except (json.JSONDecodeError, RecursionError):
-        raise SpriteDiffError(f"{path} has unreadable spritediff metadata") from None
-    if not isinstance(config, dict):
-        raise SpriteDiffError(f"{path}: its spritediff metadata is not a JSON object")
-    if config.get("format") != FORMAT:
-        raise SpriteDiffError(f"{path} has format {shown(config.get('format'))}; this version reads {FORMAT}")
+    """A model file's config, its sections checked for type, and its state_dict."""
+    config, state = read_safetensors(path, "model", FORMAT)
     for key, kind in (("net", dict), ("schedule", dict), ("classes", list), ("info", dict)):
         if not isinstance(config.setdefault(key, {} if key == "info" else None), kind):
             raise SpriteDiffError(f"{path}: metadata {key!r} is missing or not a JSON {kind.__name__}")

@@ -63,37 +63,75 @@ def add_eval_parser(sub) -> None:
 
 
 def run_eval(args) -> int:
-    import torch
-
-    from .checkpoint import load_model
-    from .context import parse_context
-    from .data import base_set, load_data
-    from .fast import resolve_precision
-    from .features import DEFAULT_FEATURES, load_features
-    from .sampling import resolve_device, sample_generators
-    from .specs import check_guidance, parse_sampler_spec, parse_sampler_specs
+    """`spritediff eval`: check the inputs, sample and score every spec, write eval.json and the FD plot."""
+    from .specs import check_guidance
 
     if args.n < 2:
         raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
     check_guidance(args.guidance, "--guidance")
     out = prepare_out(args.out)
+    model, specs, noise_spec = _model_and_specs(args)
+    real, labels = _reference_images(args, model)
+    contexts = _eval_contexts(args, model, labels)
+    features = _matching_features(args, model, real)
+
+    evaluation = Evaluation(model, features, real, args, contexts)
+    start = time.perf_counter()
+    evaluation.run(specs, noise_spec, progress=sys.stderr.isatty())
+    record = _eval_record(args, model, features, real, evaluation, start)
+    with staged_output(out) as stage:
+        write_json(stage / "eval.json", record)
+        plot_fd_vs_nfe(evaluation.rows, evaluation.noise, stage / "fd_vs_nfe.png",
+                       title=f"{Path(model.path).name if model.path else 'default model'}, n={args.n}")
+    print(format_table(evaluation.rows, evaluation.noise))
+    print(f"-> {out / 'eval.json'}, {out / 'fd_vs_nfe.png'}")
+    return 0
+
+
+def _model_and_specs(args):
+    """The model (after checking the device), the sampler specs to score and the spec of the noise-level rows."""
+    from .checkpoint import load_model
+    from .sampling import resolve_device
+    from .specs import parse_sampler_spec, parse_sampler_specs
+
     resolve_device(args.device)
     model = load_model(args.model)
     T = model.schedule.T
     specs = parse_sampler_specs(args.samplers, T)
     noise_spec = parse_sampler_spec(args.noise_sampler, T) if args.noise_sampler else specs[0]
+    return model, specs, noise_spec
+
+
+def _reference_images(args, model) -> tuple[np.ndarray, np.ndarray | None]:
+    """The real images (N,H,W,C) uint8 without mirror copies, and their one-hot labels if given."""
+    from .data import base_set, load_data
+
     data = load_data(args.data, args.labels, channels=model.net.in_channels)  # an RGBA folder flattened for an RGB model
-    real, labels = base_set(data.images.numpy(), None if data.labels is None else data.labels.numpy())
+    return base_set(data.images.numpy(), None if data.labels is None else data.labels.numpy())
+
+
+def _eval_contexts(args, model, labels):
+    """One context per sample: drawn from the real labels (--context data) or parsed from --context."""
+    import torch
+
+    from .context import parse_context
+    from .sampling import sample_generators
+
     context_streams = sample_generators(args.seed, args.n, stream=1)
-    if (args.context or "").strip().lower() == "data":
-        if labels is None:
-            raise SpriteDiffError("--context data draws each sample's context from the real labels: give --labels")
-        if labels.shape[1] != model.net.n_cfeat:
-            raise SpriteDiffError(f"--labels have {labels.shape[1]} classes but the model takes {model.net.n_cfeat} "
-                                  f"({', '.join(model.classes)})")
-        contexts = label_rows(torch.from_numpy(labels), context_streams)
-    else:
-        contexts = parse_context(args.context, model.classes, args.n, context_streams)
+    if (args.context or "").strip().lower() != "data":
+        return parse_context(args.context, model.classes, args.n, context_streams)
+    if labels is None:
+        raise SpriteDiffError("--context data draws each sample's context from the real labels: give --labels")
+    if labels.shape[1] != model.net.n_cfeat:
+        raise SpriteDiffError(f"--labels have {labels.shape[1]} classes but the model takes {model.net.n_cfeat} "
+                              f"({', '.join(model.classes)})")
+    return label_rows(torch.from_numpy(labels), context_streams)
+
+
+def _matching_features(args, model, real: np.ndarray):
+    """The feature net, after checking that the real images, the model's output and the net's input agree."""
+    from .features import load_features
+
     shape = (model.net.height, model.net.height, model.net.in_channels)
     if real.shape[1:] != shape:
         raise SpriteDiffError(f"--data images are {real.shape[1:]} but the model makes {shape} (H,W,C)")
@@ -103,11 +141,18 @@ def run_eval(args) -> int:
     if features.net.height != shape[0] or features.net.in_channels != shape[2]:
         raise SpriteDiffError(f"the feature net takes {features.net.height}x{features.net.height} images with "
                               f"{features.net.in_channels} channels; the model makes {shape}")
+    return features
 
-    evaluation = Evaluation(model, features, real, args, contexts)
-    start = time.perf_counter()
-    evaluation.run(specs, noise_spec, progress=sys.stderr.isatty())
-    record = {
+
+def _eval_record(args, model, features, real: np.ndarray, evaluation, start: float) -> dict:
+    """eval.json: the inputs and settings, the feature net, the metric's noise and one row per spec."""
+    import torch
+
+    from .fast import resolve_precision
+    from .features import DEFAULT_FEATURES
+    from .sampling import resolve_device
+
+    return {
         "model": model.path or "default", "model_info": {k: model.info[k] for k in ("steps_done", "command")
                                                          if k in model.info},
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
@@ -123,13 +168,6 @@ def run_eval(args) -> int:
         "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
     }
-    with staged_output(out) as stage:
-        write_json(stage / "eval.json", record)
-        plot_fd_vs_nfe(evaluation.rows, evaluation.noise, stage / "fd_vs_nfe.png",
-                       title=f"{Path(model.path).name if model.path else 'default model'}, n={args.n}")
-    print(format_table(evaluation.rows, evaluation.noise))
-    print(f"-> {out / 'eval.json'}, {out / 'fd_vs_nfe.png'}")
-    return 0
 
 
 class Evaluation:

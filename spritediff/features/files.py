@@ -8,12 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 
-from ..checkpoint import METADATA_KEY
 from ..errors import SpriteDiffError
 from ..outputs import write_atomically
+from ..safetensors_io import METADATA_KEY, read_safetensors
 from ..pixels import to_model_space as to_float
 from .net import SpriteFeatureNet
 
@@ -58,19 +57,12 @@ def load_features(path: str | os.PathLike | None = None) -> FeatureModel:
     path = Path(path) if path is not None else DEFAULT_FEATURES
     if not path.is_file():
         raise SpriteDiffError(f"feature net not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        state = load_file(str(path))
-        config = json.loads(metadata[METADATA_KEY])
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as err:
-        raise SpriteDiffError(f"{path} is not a readable spritediff feature net: {err}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        found = config.get("format") if isinstance(config, dict) else None
-        raise SpriteDiffError(f"{path} has format {found!r}; this version reads {FORMAT}")
-    net_config = dict(config["net"])
-    if net_config.pop("arch", None) != "SpriteFeatureNet":
-        raise SpriteDiffError(f"{path}: unknown feature architecture {config['net'].get('arch')!r}")
+    config, state = read_safetensors(path, "feature net", FORMAT)
+    net_config = config.get("net")
+    arch = net_config.get("arch") if isinstance(net_config, dict) else None
+    if arch != "SpriteFeatureNet":
+        raise SpriteDiffError(f"{path}: unknown feature architecture {arch!r}")
+    net_config = {k: v for k, v in net_config.items() if k != "arch"}
     try:
         net = SpriteFeatureNet(**net_config)
         net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
