@@ -240,6 +240,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--prediction", choices=["eps", "x0", "v"], default=d.prediction,
                    help="what the net learns to predict: eps (default, the noise), x0 (the clean image) or v "
                         "(sqrt(ab) eps - sqrt(1-ab) x0); stored in the model, every sampler reads it")
+    p.add_argument("--min-snr-gamma", type=nonnegative_float, default=d.min_snr_gamma,
+                   help="Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss weighted so that its "
+                        "weight in x0 terms is min(SNR, gamma); 5 is the paper's choice; 0 (default) is the course's "
+                        "plain MSE")
     p.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint every N steps (default 1000)")
     p.add_argument("--fp32", action="store_true", help="store the model in float32 (default float16)")
     p.add_argument("--snapshots", type=step_list, default=(),
@@ -269,7 +273,7 @@ def run_train(args) -> int:
     steps = train_steps(args, len(data), out)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
                          context_drop=args.context_drop, ema=args.ema, seed=args.seed,
-                         precision=args.precision, prediction=args.prediction)
+                         precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma)
     model = run_training(config, data, out, device, args.ckpt_every, args.resume,
                          progress=sys.stderr.isatty(), data_name=Path(args.data).name,
                          dtype=torch.float32 if args.fp32 else torch.float16, snapshots=args.snapshots,

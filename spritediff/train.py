@@ -57,6 +57,7 @@ class TrainConfig:
     T: int = 500
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
     prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
+    min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
 
     def check(self) -> None:
         """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
@@ -69,6 +70,7 @@ class TrainConfig:
                          ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
                          ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
                          ("prediction", self.prediction in PREDICTION_TYPES),
+                         ("min_snr_gamma", self.min_snr_gamma >= 0),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
@@ -103,12 +105,12 @@ def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
 
 def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: torch.Tensor,
                    noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int, precision: str = "fp32",
-                   prediction: str = "eps") -> torch.Tensor:
+                   prediction: str = "eps", min_snr_gamma: float = 0.0) -> torch.Tensor:
     """MSE between the net's output and its target at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise.
 
     x0, noise: (B,C,H,W); t: (B,) in 1..T. prediction: the target, "eps" (noise), "x0" (x0) or "v"
     (sqrt(ab_t) noise - sqrt(1 - ab_t) x0). With precision "bf16" the forward pass runs under bf16 autocast on
-    channels-last input; the loss is fp32.
+    channels-last input; the loss is fp32. min_snr_gamma > 0 weights each sample by min_snr_weight.
     """
     ab = alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
@@ -117,7 +119,24 @@ def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: 
         x_t = x_t.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x0.device.type, dtype=torch.bfloat16, enabled=low):
         out = net(x_t, t.to(x0.dtype) / T, c)
-    return nn.functional.mse_loss(out.float(), training_target(x0, noise, ab, prediction))
+    target = training_target(x0, noise, ab, prediction)
+    if min_snr_gamma == 0:
+        return nn.functional.mse_loss(out.float(), target)
+    per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
+    return (min_snr_weight(ab.flatten(), min_snr_gamma, prediction) * per_sample).mean()
+
+
+def min_snr_weight(ab: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
+    """(B,) loss weights of Min-SNR-gamma for alpha_bar ab (B,): the x0-space weight min(SNR, gamma), with
+    SNR = ab / (1 - ab), expressed for the target: / SNR for eps, as is for x0, / (SNR + 1) for v (an error in
+    eps costs 1/SNR of the same error in x0, one in v 1/(SNR + 1))."""
+    snr = ab / (1 - ab)
+    weight = snr.clamp(max=gamma)
+    if prediction == "eps":
+        return weight / snr
+    if prediction == "v":
+        return weight / (snr + 1)
+    return weight
 
 
 def training_target(x0: torch.Tensor, noise: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
@@ -172,7 +191,7 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T, config.precision,
-                              config.prediction)
+                              config.prediction, config.min_snr_gamma)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

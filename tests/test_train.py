@@ -367,3 +367,35 @@ def test_epochs_sets_the_number_of_steps(tmp_path, capsys, epochs, batch, steps)
     assert info["steps_done"] == steps and info["config"]["steps"] == steps and info["config"]["batch"] == batch
     assert len((tmp_path / "m.log.jsonl").read_text().splitlines()) == steps
     assert f"after {steps} steps" in capsys.readouterr().out
+
+
+def test_min_snr_gamma_weights_each_sample_as_the_paper_says():
+    """Hang et al. 2023: x0-space weight min(SNR, gamma); for eps that is min(SNR, gamma) / SNR, for v / (SNR + 1)."""
+    ab = torch.tensor([0.99, 0.5, 0.01], dtype=torch.float64)
+    snr = [99.0, 1.0, 1 / 99]
+    for prediction, expected in (("eps", [5 / 99, 1.0, 1.0]), ("x0", [5.0, 1.0, 1 / 99]),
+                                 ("v", [5 / 100, 1 / 2, (1 / 99) / (1 / 99 + 1)])):
+        got = train_module.min_snr_weight(ab, 5.0, prediction)
+        assert torch.allclose(got, torch.tensor(expected, dtype=torch.float64)), (prediction, snr)
+
+
+def test_min_snr_loss_is_the_weighted_mean_and_zero_gamma_is_plain_mse():
+    torch.manual_seed(0)
+    x0, noise = torch.rand(3, 3, 16, 16) * 2 - 1, torch.randn(3, 3, 16, 16)
+    t = torch.tensor([1, 250, 500])
+    from spritediff.schedule import Schedule
+
+    ab = Schedule.course().alphas_cumprod.float()
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, time, c):
+            return torch.zeros_like(x)
+
+    plain = train_module.diffusion_loss(Zero(), x0, None, t, noise, ab, 500)
+    assert torch.allclose(plain, noise.pow(2).mean())
+    weighted = train_module.diffusion_loss(Zero(), x0, None, t, noise, ab, 500, "fp32", "eps", 5.0)
+    a = ab[t].double()
+    weights = (a / (1 - a)).clamp(max=5.0) / (a / (1 - a))
+    expected = (weights * noise.double().pow(2).flatten(1).mean(1)).mean()
+    assert torch.allclose(weighted.double(), expected, rtol=1e-6)
+    assert weights[0] < 0.1 and weights[2] == 1  # low noise (t = 1) is weighted down, high noise kept
