@@ -171,7 +171,7 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
     if reference not in (None, "diffusers"):
         raise SpriteDiffError(f"unknown reference {reference!r}; the one reference is diffusers")
     device = resolve_device(str(device) if device is not None else None)
-    resolved = list(dict.fromkeys(resolve_precision(check_precision(p), device) for p in precisions))
+    resolved = list(dict.fromkeys(resolve_precision(check_precision(p), device, rows=n) for p in precisions))
     rows = []
     for spec in specs:
         for precision in resolved:
@@ -235,7 +235,7 @@ def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast:
     net = prepare_net(model.net, device, fast)
     shape = (n, net.in_channels, net.height, net.height)
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device) == "bf16",
+    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device, rows=n) == "bf16",
                         prediction_type=model.prediction_type)
     denoiser = graphed_or_eager(denoiser, x) if fast and device.type == "cuda" else denoiser
     t = torch.full((n,), model.schedule.T // 2, dtype=torch.long, device=device)

@@ -20,6 +20,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .errors import SpriteDiffError
 
 PRECISIONS = ("fp32", "bf16", "auto")
+BF16_MIN_ROWS = 4  # benchmarks/bf16_crossover.py: below 4 rows a call bf16 is up to 1.1x slower (n_feat 32), from 4 on level or faster
 
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
@@ -66,13 +67,16 @@ def check_precision(precision) -> str:
     return precision
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device, rows: int | None = None) -> str:
     """fp32 or bf16. auto is bf16 on a CPU with native bf16 (docs/results.md: bf16 scores within the metric's
-    seed noise of fp32 for DDIM, DPM-Solver++ and DDPM) and fp32 elsewhere (CUDA is unmeasured in bf16)."""
+    seed noise of fp32 with every sampler) when the net sees at least BF16_MIN_ROWS rows a call (rows None:
+    unknown, taken as many), and fp32 elsewhere: for one row bf16's casts cost more than they save, and CUDA
+    is unmeasured in bf16."""
     precision = check_precision(precision)
     if precision != "auto":
         return precision
-    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    many = rows is None or rows >= BF16_MIN_ROWS
+    return "bf16" if device.type == "cpu" and cpu_has_native_bf16() and many else "fp32"
 
 
 def graphed_or_eager(eps_fn, example_x: torch.Tensor):

@@ -138,7 +138,10 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
                             sampler_options)
     if timesteps is not None:
         plan["grid"] = {"timesteps": timesteps}
-    plan["precision"] = resolve_precision(check_precision(precision), plan["device"])
+    guided = plan["contexts"] is not None and plan["guidance"] > 0  # both branches in one call: twice the rows
+    # auto looks at the batch size asked for, not at n, so that sample i is the same whatever n is
+    plan["precision"] = resolve_precision(check_precision(precision), plan["device"],
+                                          rows=plan["chosen_batch"] * (2 if guided else 1))
     plan["fast"] = bool(fast)
     if callback is not None and not callable(callback):
         raise SpriteDiffError(f"callback must be callable, got {type(callback).__name__}")
@@ -163,7 +166,7 @@ def _check_arguments(model, sampler, steps, n, context, guidance, seed, device, 
     plan["context_label"] = context if isinstance(context, str) or context is None else "tensor"
     default_batch = BATCH_SIZE.get(plan["device"].type, 128)
     chosen = default_batch if batch_size is None else check_int(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
-    plan["batch_size"] = min(n, chosen)
+    plan["batch_size"], plan["chosen_batch"] = min(n, chosen), chosen
     plan["frames"] = _frame_count(frames, n)
     plan["out"] = _check_out_array(out, n, model) if out is not None else _new_images(n, model)
     return plan

@@ -112,6 +112,18 @@ def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch, native, expect
     assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
     assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu"), rows=3) == "fp32"  # few rows: bf16's casts cost more
+    assert resolve_precision("auto", torch.device("cpu"), rows=4) == expected
+    assert resolve_precision("bf16", torch.device("cpu"), rows=1) == "bf16"  # asked for, given
+
+
+def test_sample_resolves_auto_by_the_rows_of_a_call(tiny_model_path, monkeypatch):
+    monkeypatch.setattr(fast_module, "cpu_has_native_bf16", lambda: True)
+    model = spritediff.load(tiny_model_path)
+    small = spritediff.sample(model, "ddim", 2, n=6, batch_size=3, frames=False)
+    guided = spritediff.sample(model, "ddim", 2, n=6, batch_size=2, context="hero", guidance=1.0, frames=False)
+    default = spritediff.sample(model, "ddim", 2, n=1, frames=False)  # the batch asked for (128), not n, decides
+    assert [r.settings["precision"] for r in (small, guided, default)] == ["fp32", "bf16", "bf16"]
 
 
 def test_precision_accepts_names_and_dtypes_and_nothing_else(tiny_model_path):
