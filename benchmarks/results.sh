@@ -25,6 +25,19 @@ python benchmarks/metric_validation.py "${validation[@]}"
 spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --precision fp32,bf16 \
   --reference diffusers --json > "$out/bench_cpu_n32.json"
 python benchmarks/cpu_speed.py --out "$out/cpu_speed"
+python benchmarks/bf16_crossover.py --out "$out/cpu_speed/bf16_crossover.json"
+#    bf16 against fp32 on the validated metric (the n_feat-64 rows of results.md need MODEL64, a model of that width)
+python benchmarks/bf16_quality.py --data "$data" --n 512 --out "$out/bf16_nfeat32"
+python benchmarks/bf16_quality.py --data "$data" --n 256 --out "$out/bf16_nfeat32_all" \
+  --samplers ddim:10,ddpm:10,euler:10,heun:6,dpmpp-3m:10,unipc:10,plms:10,ddim:50,dpmpp-2m:5
+if [[ -n "${MODEL64:-}" ]]; then
+  python benchmarks/bf16_quality.py --model "$MODEL64" --data "$data" --n 512 --samplers ddim:20,dpmpp-2m:10 \
+    --out "$out/bf16_nfeat64"
+  python benchmarks/bf16_quality.py --model "$MODEL64" --data "$data" --n 256 --samplers ddpm:500 \
+    --out "$out/bf16_nfeat64_ddpm500"
+fi
+#    the playground's dynamic batching
+python benchmarks/serve_batching.py --threads 2 --out "$out/serve_batching.json"
 
 # 3. quality, the lab's claims: DDPM-500 vs DDIM, and DDIM vs DDPM on the same skipped timesteps
 #    (no context: the unconditional model the context dropout trained)

@@ -2,8 +2,9 @@
 
     python benchmarks/results_tables.py [docs/eval]
 
-Prints the lab table (DDIM against DDPM at each step count), the solver table (FD at each NFE) and the
-guidance table, so that the numbers on the page are the numbers in the files.
+Prints the lab table (DDIM against DDPM at each step count), the solver table (FD at each NFE), the
+guidance table, the lab's speed table (bench_cpu_n32.json), bf16 against fp32 (bf16_*/bf16.json) and the
+playground's batching table (serve_batching.json), so that the numbers on the page are the numbers in the files.
 """
 from __future__ import annotations
 
@@ -54,6 +55,41 @@ def guidance_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def speed_table(record: dict) -> str:
+    lines = ["| sampler | precision | NFE | wall time | images/s | ms per model call | sampler overhead | "
+             "speed-up vs DDPM-500 fp32 |", "| --- " * 8 + "|"]
+    for r in record["rows"]:
+        lines.append(f"| {r['label']} | {r['precision']} | {r['nfe']} | {r['seconds']:.3f} s | "
+                     f"{r['images_per_second']:.1f} | {1000 * r['seconds_per_call']:.1f} | "
+                     f"{100 * r['overhead']:.1f} % | {r['speedup']:.1f}x |")
+    return "\n".join(lines)
+
+
+def bf16_table(folder: Path) -> str:
+    lines = ["| model | n | sampler | FD fp32 seed 0 / seed 1 | FD bf16 seed 0 | FD fp32-bf16 (same noise) | "
+             "FD seed 0-seed 1 | precision fp32 / bf16 | max / mean pixel diff | pixels > 8 levels |",
+             "| --- " * 10 + "|"]
+    for path in sorted(folder.glob("bf16_*/bf16.json")):
+        record = json.loads(path.read_text())
+        for r in record["rows"]:
+            a, b, c = r["fp32_seed0"], r["fp32_seed1"], r["bf16_seed0"]
+            lines.append(f"| {path.parent.name} | {record['n']} | {r['spec']} | {a['fd']:.3f} / {b['fd']:.3f} | "
+                         f"{c['fd']:.3f} | {r['fd_fp32_vs_bf16']:.4f} | {r['fd_fp32_seed0_vs_seed1']:.3f} | "
+                         f"{a['precision']:.2f} / {c['precision']:.2f} | {r['max_pixel_diff']} / "
+                         f"{r['mean_pixel_diff']:.2f} | {100 * r['share_over_8_levels']:.1f} % |")
+    return "\n".join(lines)
+
+
+def serve_table(record: dict) -> str:
+    lines = ["| clients | batching | requests/s | sprites/s | p50 latency | p95 latency |", "| --- " * 6 + "|"]
+    for mode, result in record["results"].items():
+        for level in result["levels"]:
+            lines.append(f"| {level['clients']} | {mode} | {level['requests_per_second']:.2f} | "
+                         f"{level['sprites_per_second']:.1f} | {level['p50_seconds']:.2f} s | "
+                         f"{level['p95_seconds']:.2f} s |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/eval")
     for name, table in (("lab", lab_table), ("solvers", solver_table)):
@@ -61,6 +97,11 @@ def main() -> None:
             record = load(folder, name)
             print(f"## {name}\n" + table(record) + f"\n\nnoise: {record['noise']}\n")
     print("## guidance\n" + guidance_table(folder))
+    if (folder / "bench_cpu_n32.json").is_file():
+        print("\n## speed\n" + speed_table(json.loads((folder / "bench_cpu_n32.json").read_text())))
+    print("\n## bf16 against fp32\n" + bf16_table(folder))
+    if (folder / "serve_batching.json").is_file():
+        print("\n## serving\n" + serve_table(json.loads((folder / "serve_batching.json").read_text())))
 
 
 if __name__ == "__main__":
