@@ -25,7 +25,7 @@ MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is b
 
 
 def add_eval_parser(sub) -> None:
-    from .arguments import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float, positive_int
+    from .arguments import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float
     from .sampling import MAX_BATCH_SIZE
     from .specs import MAX_SEED
 

@@ -20,6 +20,22 @@ torch.set_num_threads(1)  # tiny models: threads only add sync cost, and CI shar
 SPRITES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sprites"
 
 
+def run(args) -> int:
+    """The CLI's exit code for args (any values, turned into strings), as `spritediff ARGS` would give it."""
+    from spritediff.cli import main
+
+    return main([str(a) for a in args])
+
+
+def one_line_error(capsys, *words) -> str:
+    """The stderr of a failed run: exactly one line, no traceback, containing every word."""
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("spritediff: error:") and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+    return err
+
+
 def tiny_model(seed: int = 0, n_feat: int = 8) -> SpriteModel:
     """A random ContextUnet small enough that 500 sampler steps take well under a second per sample."""
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import one_line_error, run, tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -16,25 +16,11 @@ import spritediff
 from spritediff import sampling
 from spritediff import train as train_module
 from spritediff.checkpoint import METADATA_KEY, save_model
-from spritediff.cli import main
 from spritediff.data import load_data
 from spritediff.errors import SpriteDiffError
 from spritediff.samplers import OPTIONS, SAMPLERS
 from spritediff.specs import SHARED_ARGUMENTS, parse_sampler_specs
 from spritediff.train import TrainConfig, run_training, state_path
-
-
-def run(args) -> int:
-    return main([str(a) for a in args])
-
-
-def one_line_error(capsys, *words) -> str:
-    """The stderr of a failed run: exactly one line, no traceback, containing every word."""
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("spritediff: error:") and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
 
 
 def small_data(folder: Path, n: int = 24, size: int = 16, classes: int = 5) -> tuple[Path, Path]:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import spritediff
+from conftest import run
+
 from spritediff.cli import main
 from spritediff.samplers import SAMPLERS
 
@@ -74,10 +76,6 @@ def test_sample_help_lists_every_sampler(capsys):
         main(["sample", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert all(name in text for name in SAMPLERS) and "ddim:20:eta=1" in text
-
-
-def run(args) -> int:
-    return main([str(a) for a in args])
 
 
 def sample_files(model, out: Path, *args) -> tuple[np.ndarray, dict]:

@@ -6,20 +6,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import run, tiny_model
 from PIL import Image
 
 import spritediff
-from spritediff.cli import main
 from spritediff.context import parse_context
 from spritediff.denoiser import Denoiser
 from spritediff.errors import SpriteDiffError
 from spritediff.schedule import Schedule
 from spritediff.sprites import COURSE_CLASSES as CLASSES
-
-
-def run(args):
-    return main([str(a) for a in args])
 
 
 def test_sample_writes_grid_gif_array_and_record(tiny_model_path, tmp_path):

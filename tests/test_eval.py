@@ -5,12 +5,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spritediff.cli import main
+from conftest import run
+
 from spritediff.evaluate import real_halves
-
-
-def run(args):
-    return main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import run, tiny_model
 from oracle import GaussianMixture
 from PIL import Image
 
 import spritediff
-from spritediff.cli import main
 from spritediff.latent import (inpaint_ddim, invert_bdia, invert_ddim, lerp, noise_to, sample_bdia, slerp,
                                truncated_schedule)
 from spritediff.samplers import SAMPLERS
@@ -196,10 +195,6 @@ def test_api_interpolate_seeds_starts_at_the_samples(tiny):
     assert np.abs(result.images[-1].astype(int) - last).max() <= 1
     assert result.images.shape == (5, 16, 16, 3) and np.allclose(result.alphas, np.linspace(0, 1, 5))
     assert np.all(np.abs(result.norms / math.sqrt(768) - 1) < 0.1)
-
-
-def run(args):
-    return main([str(a) for a in args])
 
 
 @pytest.fixture(scope="module")

@@ -12,27 +12,16 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from conftest import one_line_error, run
+
 import spritediff
 from spritediff.checkpoint import METADATA_KEY, SpriteModel, save_model
-from spritediff.cli import main
 from spritediff.data import load_data, with_channels
 from spritediff.errors import SpriteDiffError
 from spritediff.models import ContextUnet
 from spritediff.render import BORDER, CHECKER, denoise_frames, grid_image, tile
 from spritediff.schedule import Schedule
 from spritediff.train import TrainConfig, run_training, state_path
-
-
-def run(args) -> int:
-    return main([str(a) for a in args])
-
-
-def one_line_error(capsys, *words) -> str:
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("spritediff: error:") and "Traceback" not in err, err
-    for word in words:
-        assert word in err, err
-    return err
 
 
 def metadata(path: Path) -> dict:
