@@ -236,7 +236,7 @@ def add_train_parser(sub) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
                    help="fp32 (default, bit-reproducible) or bf16: autocast forward pass and channels-last weights, "
-                        "about 2x faster on CPUs with AVX-512 BF16 (docs/default_model.md)")
+                        "1.6-2x faster a step on CPUs with AVX-512 BF16, the same loss curve (docs/results.md)")
     p.add_argument("--prediction", choices=["eps", "x0", "v"], default=d.prediction,
                    help="what the net learns to predict: eps (default, the noise), x0 (the clean image) or v "
                         "(sqrt(ab) eps - sqrt(1-ab) x0); stored in the model, every sampler reads it")
