@@ -7,30 +7,15 @@ spritediff.fast.BF16_MIN_ROWS (the smallest batch at which precision "auto" pick
 """
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 
-from spritediff.checkpoint import SpriteModel
+from cpu_speed import ms_per_call, random_model  # benchmarks/ is on the path when a script there runs
 from spritediff.denoiser import Denoiser
 from spritediff.fast import prepare_net
-from spritediff.models import ContextUnet
-from spritediff.schedule import Schedule
-from spritediff.sprites import COURSE_CLASSES
 
 BATCHES = (1, 2, 4, 8, 16, 32)
-
-
-def ms_per_call(denoiser: Denoiser, batch: int) -> float:
-    x, t = torch.randn(batch, 3, 16, 16), torch.full((batch,), 250)
-    for _ in range(5):
-        denoiser(x, t)
-    calls = max(20, 400 // batch)
-    start = time.perf_counter()
-    for _ in range(calls):
-        denoiser(x, t)
-    return 1000 * (time.perf_counter() - start) / calls
 
 
 def main() -> None:
@@ -39,8 +24,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     for width in (32, 64):
-        torch.manual_seed(0)
-        model = SpriteModel(ContextUnet(n_feat=width), Schedule.course(), COURSE_CLASSES)
+        model = random_model(width)
         net = prepare_net(model.net, torch.device("cpu"), fast=True)
         for batch in BATCHES:
             fp32, bf16 = (ms_per_call(Denoiser(net, model.schedule, bf16=low), batch) for low in (False, True))

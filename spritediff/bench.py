@@ -171,7 +171,7 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
     if reference not in (None, "diffusers"):
         raise SpriteDiffError(f"unknown reference {reference!r}; the one reference is diffusers")
     device = resolve_device(str(device) if device is not None else None)
-    resolved = list(dict.fromkeys(resolve_precision(check_precision(p), device, rows=n) for p in precisions))
+    resolved = list(dict.fromkeys(resolve_precision(p, device, rows=n) for p in precisions))
     rows = []
     for spec in specs:
         for precision in resolved:

@@ -148,16 +148,14 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
     """eval.json: the inputs and settings, the feature net, the metric's noise and one row per spec."""
     import torch
 
-    from .fast import resolve_precision
     from .features import DEFAULT_FEATURES
-    from .sampling import resolve_device
 
     return {
         "model": model.path or "default", "model_info": {k: model.info[k] for k in ("steps_done", "command")
                                                          if k in model.info},
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
         "context": args.context, "guidance": args.guidance, "device": args.device, "batch_size": args.batch_size,
-        "precision": resolve_precision(args.precision, resolve_device(args.device)), "fast": not args.eager,
+        "net_precision_asked": args.precision, "fast": not args.eager,
         "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
                         "feature_dim": features.net.feature_dim,
                         "held_out_accuracy": features.info.get("held_out", {}).get("accuracy")},
@@ -204,6 +202,7 @@ class Evaluation:
                 self.features, images, self.contexts, self.model.classes)
             self.rows.append({"spec": str(spec), "sampler": spec.name, "steps": spec.steps, "options": spec.options,
                               "family": family(spec), "nfe": result.nfe, "seconds": round(result.seconds, 4),
+                              "net_precision": result.settings["precision"],  # fp32 or bf16, as sample() ran the net
                               "fd": round(scores["fd"], 4), "kid": round(scores["kid"], 6),
                               "kid_std": round(scores["kid_std"], 6), "precision": round(scores["precision"], 4),
                               "recall": round(scores["recall"], 4),

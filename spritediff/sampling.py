@@ -21,7 +21,7 @@ from .checkpoint import SpriteModel
 from .context import parse_context
 from .denoiser import DEFAULT_GUIDANCE, Denoiser
 from .errors import SpriteDiffError
-from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
+from .fast import graphed_or_eager, prepare_net, resolve_precision
 from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
 from .samplers.common import check_timesteps, shown
@@ -140,7 +140,7 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
         plan["grid"] = {"timesteps": timesteps}
     guided = plan["contexts"] is not None and plan["guidance"] > 0  # both branches in one call: twice the rows
     # auto looks at the batch size asked for, not at n, so that sample i is the same whatever n is
-    plan["precision"] = resolve_precision(check_precision(precision), plan["device"],
+    plan["precision"] = resolve_precision(precision, plan["device"],
                                           rows=plan["chosen_batch"] * (2 if guided else 1))
     plan["fast"] = bool(fast)
     if callback is not None and not callable(callback):

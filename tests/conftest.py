@@ -36,6 +36,16 @@ def one_line_error(capsys, *words) -> str:
     return err
 
 
+def small_data(folder: Path, n: int = 24, size: int = 16, classes: int = 5) -> tuple[Path, Path]:
+    """folder/x.npy (n random size x size RGB images, uint8) and folder/y.npy (one-hot labels of `classes`)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.save(folder / "x.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
+    np.save(folder / "y.npy", np.eye(classes)[rng.integers(0, classes, n)] if classes else np.zeros((n, 0)))
+    return folder / "x.npy", folder / "y.npy"
+
+
 def tiny_model(seed: int = 0, n_feat: int = 8) -> SpriteModel:
     """A random ContextUnet small enough that 500 sampler steps take well under a second per sample."""
     torch.manual_seed(seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import one_line_error, run, tiny_model
+from conftest import one_line_error, run, small_data, tiny_model
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -21,13 +21,6 @@ from spritediff.errors import SpriteDiffError
 from spritediff.samplers import OPTIONS, SAMPLERS
 from spritediff.specs import SHARED_ARGUMENTS, parse_sampler_specs
 from spritediff.train import TrainConfig, run_training, state_path
-
-
-def small_data(folder: Path, n: int = 24, size: int = 16, classes: int = 5) -> tuple[Path, Path]:
-    rng = np.random.default_rng(0)
-    np.save(folder / "x.npy", rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8))
-    np.save(folder / "y.npy", np.eye(classes)[rng.integers(0, classes, n)] if classes else np.zeros((n, 0)))
-    return folder / "x.npy", folder / "y.npy"
 
 
 def train_args(x, y, out, *extra):

@@ -33,6 +33,7 @@ def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, caps
     for r in rows:
         assert r["fd"] > 0 and r["seconds"] > 0 and np.isfinite(r["kid"]) and r["kid_std"] >= 0
         assert 0 <= r["class_accuracy"] <= 1  # a context was used: the feature net's head scores the samples
+        assert r["net_precision"] in ("fp32", "bf16")  # what sample() ran, not a guess made beside it
     noise = record["noise"]
     assert noise["real_halves_sizes"] == [64, 64] and noise["fd_real_halves"] > 0
     assert noise["two_seeds"] == {"spec": "ddim:2", "seeds": [0, 1], "n": 12} and noise["fd_two_seeds"] > 0

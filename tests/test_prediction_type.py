@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import small_data, tiny_model
 from oracle import GaussianMixture
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
@@ -163,11 +163,9 @@ def test_bad_types_are_refused_everywhere(tmp_path, capsys):
 
 
 def test_train_prediction_v_then_sample(tmp_path):
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "x.npy", rng.integers(0, 256, (16, 16, 16, 3), dtype=np.uint8))
-    np.save(tmp_path / "y.npy", np.eye(5)[rng.integers(0, 5, 16)])
+    x, y = small_data(tmp_path, n=16)
     out = tmp_path / "v.safetensors"
-    assert main(["train", "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--out", str(out),
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out),
                  "--steps", "2", "--batch", "8", "--n-feat", "8", "--prediction", "v"]) == 0
     model = spritediff.load(out)
     assert model.prediction_type == "v" and model.info["config"]["prediction"] == "v"

@@ -11,6 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import small_data
+
 from spritediff import train as train_module
 from spritediff.cli import main
 from spritediff.data import base_set, load_data
@@ -18,15 +20,6 @@ from spritediff.errors import SpriteDiffError
 from spritediff.train import TrainConfig, Trainer, batch_indices, run_training, state_path
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def small_data(tmp_path, n=40):
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 256, (n, 16, 16, 3), dtype=np.uint8)
-    labels = np.eye(5)[rng.integers(0, 5, n)]
-    np.save(tmp_path / "x.npy", images)
-    np.save(tmp_path / "y.npy", labels)
-    return tmp_path / "x.npy", tmp_path / "y.npy"
 
 
 def test_course_files_load_as_they_are(sprites_dir, tmp_path):
@@ -61,7 +54,7 @@ def test_image_folder(tmp_path):
     ("mixed_sizes", "differ in size"),
 ])
 def test_bad_data_is_a_clear_error_before_training(tmp_path, capsys, case, message):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     data, labels = x, y
     if case == "wrong_shape":
         np.save(tmp_path / "bad.npy", np.zeros((4, 16, 16), np.uint8)); data = tmp_path / "bad.npy"
@@ -102,7 +95,7 @@ def thread_env():
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     steps = 400
     whole = tmp_path / "whole.safetensors"
     subprocess.run(train_args(x, y, whole, steps), check=True, env=thread_env(), capture_output=True)
@@ -135,7 +128,7 @@ def test_one_ddp_step_equals_one_process_step(tmp_path):
     of conv biases that feed a BatchNorm, exactly 0 in exact arithmetic, into lr-sized moves)."""
     from ddp_worker import one_step_record
 
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     worker = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
               str(Path(__file__).with_name("ddp_worker.py")), str(x), str(y), str(tmp_path / "ddp.pt")]
     proc = subprocess.run(worker, env=thread_env(), capture_output=True, text=True, cwd=REPO)
@@ -150,7 +143,7 @@ def test_one_ddp_step_equals_one_process_step(tmp_path):
 
 
 def test_torchrun_cli_trains_and_records_the_world(tmp_path):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     out = tmp_path / "double.safetensors"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "spritediff"]
     proc = subprocess.run(torchrun + train_args(x, y, out, 3)[3:], env=thread_env(), capture_output=True, text=True,
@@ -162,7 +155,7 @@ def test_torchrun_cli_trains_and_records_the_world(tmp_path):
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     data = load_data(x, y)
     real_loss = train_module.diffusion_loss
     calls = []
@@ -182,7 +175,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
 
 
 def test_resume_refuses_other_settings(tmp_path):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     data = load_data(x, y)
     out = tmp_path / "m.safetensors"
     run_training(TrainConfig(steps=2, batch=8, n_feat=8), data, out, torch.device("cpu"), 1, progress=False)
@@ -226,11 +219,9 @@ def test_a_32x32_model_trains_saves_and_samples_at_its_size(tmp_path):
     import spritediff
     from spritediff.cli import main
 
-    rng = np.random.default_rng(0)
-    np.save(tmp_path / "x.npy", rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8))
-    np.save(tmp_path / "y.npy", np.eye(5)[rng.integers(0, 5, 24)])
+    x, y = small_data(tmp_path, n=24, size=32)
     out = tmp_path / "m32.safetensors"
-    assert main(["train", "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--out", str(out),
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out),
                  "--steps", "2", "--batch", "8", "--n-feat", "8"]) == 0
     model = spritediff.load(out)
     assert model.net.height == 32
@@ -258,7 +249,7 @@ def test_trainer_leaves_the_global_rng_alone(tmp_path):
 
 def tiny_trainer(tmp_path, **config) -> Trainer:
     """A Trainer on 40 random labelled 16x16 images with a width-8 net (fast on the CPU)."""
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     settings = {"steps": 3, "batch": 8, "n_feat": 8, "seed": 1, **config}
     return Trainer(TrainConfig(**settings), load_data(x, y), torch.device("cpu"))
 
@@ -340,7 +331,7 @@ def test_ema_has_decay_0999_over_weights_and_batchnorm_statistics(tmp_path, monk
 
 def test_saved_model_holds_the_ema_weights_not_the_raw_ones(tmp_path, monkeypatch):
     states = record_raw_weights(monkeypatch)
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     out = tmp_path / "m.safetensors"
     config = TrainConfig(steps=3, batch=8, n_feat=8, seed=1, lr=0.1, ema=0.5)
     run_training(config, load_data(x, y), out, torch.device("cpu"), progress=False, dtype=torch.float32)
@@ -357,7 +348,7 @@ def test_saved_model_holds_the_ema_weights_not_the_raw_ones(tmp_path, monkeypatc
     ("2", 8, 10),   # 80 images in batches of 8: exactly 10 steps, no extra one
 ])
 def test_epochs_sets_the_number_of_steps(tmp_path, capsys, epochs, batch, steps):
-    x, y = small_data(tmp_path)
+    x, y = small_data(tmp_path, n=40)
     out = tmp_path / "m.safetensors"
     assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--epochs", epochs,
                  "--batch", str(batch), "--n-feat", "8"]) == 0
