@@ -2,22 +2,23 @@
 # Every measurement behind docs/ on the shipped default model, in one go.
 #   bash benchmarks/results.sh SPRITES_DIR [N]
 # SPRITES_DIR holds sprites_base1788_16x16.npy and sprite_labels_base1788.npy (the course's two files
-# work too, renamed). N: samples per eval row (default 1000; docs/ was made with the N its pages state).
+# work too, renamed). N: samples per eval row (default 512, the N of every page in docs/).
 # On a 2-core CPU with N=256: about 45 minutes. Run it on an idle machine: it times things.
 # Sprites by ElvGames, FrootsnVeggies and kyrise.
 set -euo pipefail
 dir=${1:?usage: benchmarks/results.sh SPRITES_DIR [N]}
-n=${2:-1000}
+n=${2:-512}
 data="$dir/sprites_base1788_16x16.npy"
 labels="$dir/sprite_labels_base1788.npy"
 out=docs/eval
 mkdir -p "$out" docs/metric
 
-# 1. the metric: disturbance curves, checkpoints of the default model's run (if its run folder is here),
-#    the old default against the new one (if the old file is given as OLD_MODEL)
+# 1. the metric: disturbance curves; checkpoints of the course-width run and the shipped default against its
+#    step-8,000 weights (both only if that run's folder, runs/n64/, is here: docs/default_model.md makes it)
 validation=(--data "$data" --labels "$labels" --n 512 --out docs/metric)
 [[ -f runs/n64/model.safetensors ]] && validation+=(--run runs/n64/model.safetensors)
-[[ -n "${OLD_MODEL:-}" ]] && validation+=(--compare "$OLD_MODEL" spritediff/assets/sprites_context.safetensors)
+[[ -f runs/n64/model-step8000-raw.safetensors ]] && validation+=(--compare spritediff/assets/sprites_context.safetensors \
+  runs/n64/model-step8000.safetensors runs/n64/model-step8000-raw.safetensors)
 python benchmarks/metric_validation.py "${validation[@]}"
 
 # 2. speed: the lab's %timeit at each precision, with diffusers' DDIMScheduler loop on the same model as reference;
@@ -41,7 +42,7 @@ python benchmarks/serve_batching.py --threads 2 --out "$out/serve_batching.json"
 
 # 3. quality, the lab's claims: DDPM-500 vs DDIM, and DDIM vs DDPM on the same skipped timesteps
 #    (no context: the unconditional model the context dropout trained)
-spritediff eval --data "$data" --n "$n" --context none --noise-sampler ddim:20 --out "$out/lab" --samplers \
+spritediff eval --data "$data" --n "$n" --context none --noise-sampler ddim:20 --precision fp32 --out "$out/lab" --samplers \
 ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:10,ddpm:20,ddpm:50,ddpm:100,\
 ddpm:10:variance=posterior,ddpm:20:variance=posterior,ddpm:50:variance=posterior,ddpm:100:variance=posterior
 
@@ -49,13 +50,13 @@ ddpm:10:variance=posterior,ddpm:20:variance=posterior,ddpm:50:variance=posterior
 specs=""
 for s in ddim dpmpp-2m dpmpp-3m unipc euler plms; do specs+="$s:5,$s:10,$s:20,$s:50,"; done
 specs+="heun:3,heun:5,heun:10,heun:25"
-spritediff eval --data "$data" --n "$n" --context none --noise-sampler ddim:20 --out "$out/solvers" --samplers "$specs"
+spritediff eval --data "$data" --n "$n" --context none --noise-sampler ddim:20 --precision fp32 --out "$out/solvers" --samplers "$specs"
 python benchmarks/solver_tables.py --out "$out/solver_tables.json"  # docs/solvers.md: every number, on the oracle
 
 # 5. guidance: FD and class accuracy against the weight, classes drawn from the real labels
 for w in 0 0.5 1 2 4; do
   spritediff eval --data "$data" --labels "$labels" --n "$n" --context data --guidance "$w" \
-    --noise-sampler ddim:20 --samplers ddim:20 --out "$out/guidance_w$w"
+    --noise-sampler ddim:20 --precision fp32 --samplers ddim:20 --out "$out/guidance_w$w"
 done
 
 # 6. pictures of the default model: class grids, the latent space; the reconstruction table
