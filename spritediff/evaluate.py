@@ -154,7 +154,9 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
         "model": model.path or "default", "model_info": {k: model.info[k] for k in ("steps_done", "command")
                                                          if k in model.info},
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
-        "context": args.context, "guidance": args.guidance, "device": args.device, "batch_size": args.batch_size,
+        "context": args.context or "none",
+        "guidance": None if args.context in (None, "none") else args.guidance,  # without a context it does nothing
+        "device": args.device, "batch_size": args.batch_size,
         "net_precision_asked": args.precision, "fast": not args.eager,
         "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
                         "feature_dim": features.net.feature_dim,

@@ -38,6 +38,7 @@ def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, caps
     assert noise["real_halves_sizes"] == [64, 64] and noise["fd_real_halves"] > 0
     assert noise["two_seeds"] == {"spec": "ddim:2", "seeds": [0, 1], "n": 12} and noise["fd_two_seeds"] > 0
     assert record["n"] == 12 and record["reference_images"] == 128 and "ElvGames" in record["credit"]
+    assert record["context"] == "random" and record["guidance"] == 1
     with Image.open(out / "fd_vs_nfe.png") as plot:
         assert plot.format == "PNG" and plot.size[0] > 400
     table = capsys.readouterr().out
@@ -56,6 +57,7 @@ def test_eval_is_reproducible_and_options_reach_the_sampler(tiny_model_path, fak
     assert [r["family"] for r in a["results"]] == ["ddim eta=1", "ddpm variance=posterior"]
     assert a["results"][0]["options"] == {"eta": 1.0} and a["results"][0]["class_accuracy"] is None
     assert a["noise"]["two_seeds"]["spec"] == "ddim:2"
+    assert a["context"] == "none" and a["guidance"] is None  # no context: the guidance weight did nothing
 
 
 @pytest.mark.parametrize("specs, message", [
