@@ -6,11 +6,14 @@ diffusers' DDIMScheduler loop on the plain fp32 net as the reference row; and wh
 Run it alone on an idle machine (it times things). The nets have random weights (seed 0): speed does not
 depend on the weights, and the reference's max difference still checks that both loops compute the same DDIM.
 DDPM-500 (the lab's baseline) is timed at batch 32 only. Writes one bench JSON per (width, batch) and
-compile.json, and prints the markdown table of docs/results.md.
+compile.json; `python benchmarks/results_tables.py` prints the tables of docs/results.md from them.
 """
 import argparse
 import json
+import os
+import tempfile
 import time
+from unittest import mock
 from pathlib import Path
 
 import torch
@@ -48,56 +51,48 @@ def ms_per_call(denoiser: Denoiser, batch: int) -> float:
     return 1000 * (time.perf_counter() - start) / calls
 
 
-def compile_trial(n_feat: int, batch: int) -> dict:
-    """Seconds to compile the folded channels-last net with inductor, and ms per bf16 call compiled or not."""
-    model = random_model(n_feat)
-    net = prepare_net(model.net, torch.device("cpu"), fast=True)
-    eager = Denoiser(net, model.schedule, bf16=True, prediction_type=model.prediction_type)
+def compile_seconds(net, model: SpriteModel, batch: int) -> tuple[float, Denoiser]:
+    """Seconds from torch.compile to the end of the first call (inductor compiles lazily), and the compiled denoiser."""
+    torch._dynamo.reset()
     start = time.perf_counter()
     compiled = Denoiser(torch.compile(net), model.schedule, bf16=True, prediction_type=model.prediction_type)
     compiled(torch.randn(batch, 3, 16, 16), torch.full((batch,), 250))
-    compile_seconds = time.perf_counter() - start
-    return {"n_feat": n_feat, "batch": batch, "compile_seconds": round(compile_seconds, 2),
+    return time.perf_counter() - start, compiled
+
+
+def compile_trial(n_feat: int, batch: int) -> dict:
+    """Compile time of the folded channels-last net with inductor, cold (an empty inductor cache, as on a first
+    run) and warm (the same cache again, as on every later run of one shape), and ms per bf16 call with and without."""
+    model = random_model(n_feat)
+    net = prepare_net(model.net, torch.device("cpu"), fast=True)
+    eager = Denoiser(net, model.schedule, bf16=True, prediction_type=model.prediction_type)
+    with tempfile.TemporaryDirectory() as cache, mock.patch.dict(os.environ, {"TORCHINDUCTOR_CACHE_DIR": cache}):
+        cold, _ = compile_seconds(net, model, batch)
+        warm, compiled = compile_seconds(net, model, batch)
+    return {"n_feat": n_feat, "batch": batch, "compile_seconds_cold_cache": round(cold, 2),
+            "compile_seconds_warm_cache": round(warm, 2),
             "eager_bf16_ms_per_call": round(ms_per_call(eager, batch), 2),
             "compiled_bf16_ms_per_call": round(ms_per_call(compiled, batch), 2)}
-
-
-def table(reports: dict) -> str:
-    lines = ["| n_feat | batch | sampler | fp32 s | bf16 s | diffusers loop (fp32) s | bf16 vs diffusers | "
-             "max diff fp32 / bf16 vs diffusers (grey levels) |", "| --- " * 8 + "|"]
-    for (width, batch), report in reports.items():
-        rows = report["rows"]
-        for spec in dict.fromkeys(row["steps"] and row["label"] for row in rows if not row["reference"]):
-            fp32 = next(r for r in rows if r["label"] == spec and r["precision"] == "fp32")
-            bf16 = next(r for r in rows if r["label"] == spec and r["precision"] == "bf16")
-            ref = next((r for r in rows if r["reference"] and r["label"].endswith(spec)), None)
-            ref_cells = ["", "", ""] if ref is None else [
-                f"{ref['seconds']:.3f}", f"{ref['seconds'] / bf16['seconds']:.2f}×",
-                " / ".join(str(v) for v in ref["max_diff_grey_levels"].values())]
-            lines.append(f"| {width} | {batch} | {spec} | {fp32['seconds']:.3f} | {bf16['seconds']:.3f} | "
-                         + " | ".join(ref_cells) + " |")
-    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--compile-only", action="store_true", help="only the torch.compile trial (compile.json)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    reports = {}
-    for width in WIDTHS:
+    for width in () if args.compile_only else WIDTHS:
         for batch in BATCHES:
             print(f"n_feat {width}, batch {batch} ...", flush=True)
             report = bench(random_model(width), specs_for(batch), n=batch, repeat=args.repeat,
                            precisions=("fp32", "bf16"), reference="diffusers").to_dict()
             report["model"] = f"random weights, n_feat {width}"
             (args.out / f"bench_nfeat{width}_batch{batch}.json").write_text(json.dumps(report, indent=2) + "\n")
-            reports[width, batch] = report
     trials = [compile_trial(width, 32) for width in WIDTHS]
     (args.out / "compile.json").write_text(json.dumps(trials, indent=2) + "\n")
-    print(table(reports))
     print(json.dumps(trials, indent=2))
+    print("the tables of docs/results.md: python benchmarks/results_tables.py")
 
 
 if __name__ == "__main__":

@@ -109,6 +109,24 @@ def checkpoint_section(run: Path, quality: SpriteQuality, contexts, n: int, out:
                      **{k: round(scores[k], 4) for k in ("fd", "kid", "precision", "recall")}})
         grids.append((f"{kind} {step}", images[:16]))
         print(rows[-1], flush=True)
+    checkpoint_plot(rows, out / "checkpoints.png")
+    labelled_rows(grids, out / "checkpoint_grids.png")
+    return {"rows": rows}
+
+
+def spaced_ticks(steps: list[int], ratio: float = 1.6) -> list[int]:
+    """The steps to label on a log axis: each at least `ratio` times the last labelled one, the last always."""
+    ticks = [steps[0]]
+    for step in steps[1:]:
+        if step >= ratio * ticks[-1]:
+            ticks.append(step)
+    if ticks[-1] != steps[-1]:
+        ticks[-1] = steps[-1]
+    return ticks
+
+
+def checkpoint_plot(rows: list[dict], path: Path) -> None:
+    """FD, precision and recall against the training step, EMA and raw weights (rows of checkpoints.json)."""
     fig, axes = figure(1, len(METRICS))
     for ax, metric in zip(axes[0], METRICS):
         for kind in ("EMA", "raw"):
@@ -116,8 +134,8 @@ def checkpoint_section(run: Path, quality: SpriteQuality, contexts, n: int, out:
             if points:
                 ax.plot(*zip(*points), marker="o", label=f"{kind} weights")
         ax.set_xscale("log")
-        steps = sorted({r["step"] for r in rows})
-        ax.set_xticks(steps, [str(step) for step in steps])
+        ticks = spaced_ticks(sorted({r["step"] for r in rows}))
+        ax.set_xticks(ticks, [f"{step:,}" for step in ticks])
         ax.minorticks_off()
         ax.set_xlabel("training step")
         ax.set_title(metric + (" (lower is better)" if metric == "fd" else " (higher is better)"))
@@ -126,9 +144,7 @@ def checkpoint_section(run: Path, quality: SpriteQuality, contexts, n: int, out:
         ax.legend(fontsize=8)
     credit(fig)
     fig.tight_layout()
-    fig.savefig(out / "checkpoints.png")
-    labelled_rows(grids, out / "checkpoint_grids.png")
-    return {"rows": rows}
+    fig.savefig(path)
 
 
 def labelled_rows(grids: list[tuple[str, np.ndarray]], path: Path, scale: int = 3) -> None:

@@ -23,9 +23,10 @@ def cell(row: dict | None) -> str:
 
 def lab_table(record: dict) -> str:
     by = {(r["family"], r["steps"]): r for r in record["results"]}
-    lines = ["| steps (NFE) | DDIM | DDPM, course variance |", "| --- | --- | --- |"]
+    lines = ["| steps (NFE) | DDIM | DDPM, course variance (b_t) | DDPM, posterior variance |", "| --- " * 4 + "|"]
     for steps in (10, 20, 50, 100, 500):
-        lines.append(f"| {steps} | {cell(by.get(('ddim', steps)))} | {cell(by.get(('ddpm', steps)))} |")
+        lines.append(f"| {steps} | {cell(by.get(('ddim', steps)))} | {cell(by.get(('ddpm', steps)))} | "
+                     f"{cell(by.get(('ddpm variance=posterior', steps)))} |")
     return "\n".join(lines)
 
 
@@ -80,6 +81,38 @@ def bf16_table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def cpu_speed_table(folder: Path) -> str:
+    """Wall time of each sampler at each precision, per n_feat and batch (eval/cpu_speed/bench_*.json)."""
+    lines = ["| n_feat | batch | sampler | fp32 | bf16 | diffusers loop (plain fp32 net) | bf16 vs diffusers | "
+             "max diff vs diffusers, fp32 / bf16 (grey levels) |", "| --- " * 8 + "|"]
+    for n_feat in (32, 64):
+        for batch in (1, 32, 256):
+            path = folder / f"bench_nfeat{n_feat}_batch{batch}.json"
+            if not path.is_file():
+                continue
+            rows = json.loads(path.read_text())["rows"]
+            reference = {r["label"].removeprefix("diffusers "): r for r in rows if r["reference"]}
+            for label in dict.fromkeys(r["label"] for r in rows if not r["reference"]):
+                time = {r["precision"]: r["seconds"] for r in rows if r["label"] == label and not r["reference"]}
+                ref = reference.get(label)
+                extra = ("| | | |" if ref is None else f"| {ref['seconds']:.3f} | {ref['seconds'] / time['bf16']:.2f}x | "
+                         f"{ref['max_diff_grey_levels']['fp32']} / {ref['max_diff_grey_levels']['bf16']} |")
+                lines.append(f"| {n_feat} | {batch} | {label} | {time['fp32']:.3f} | {time['bf16']:.3f} " + extra)
+    return "\n".join(lines)
+
+
+def crossover_table(record: dict) -> str:
+    """ms per model call in fp32 and bf16 against the rows a call (eval/cpu_speed/bf16_crossover.json)."""
+    rows = record["rows"]
+    batches = sorted({r["batch"] for r in rows})
+    lines = ["| batch (rows a call) | " + " | ".join(map(str, batches)) + " |", "| --- " * (len(batches) + 1) + "|"]
+    for n_feat in sorted({r["n_feat"] for r in rows}):
+        by = {r["batch"]: r for r in rows if r["n_feat"] == n_feat}
+        lines.append(f"| n_feat {n_feat}: fp32 / bf16 | " + " | ".join(
+            f"{by[b]['fp32_ms']:.2f} / {by[b]['bf16_ms']:.2f}" for b in batches) + " |")
+    return "\n".join(lines)
+
+
 def serve_table(record: dict) -> str:
     lines = ["| clients | batching | requests/s | sprites/s | p50 latency | p95 latency |", "| --- " * 6 + "|"]
     for mode, result in record["results"].items():
@@ -99,6 +132,11 @@ def main() -> None:
     print("## guidance\n" + guidance_table(folder))
     if (folder / "bench_cpu_n32.json").is_file():
         print("\n## speed\n" + speed_table(json.loads((folder / "bench_cpu_n32.json").read_text())))
+    speed = folder / "cpu_speed"
+    if speed.is_dir():
+        print("\n## CPU fast path, seconds for the batch\n" + cpu_speed_table(speed))
+        print("\n## bf16 crossover, ms a call\n" + crossover_table(json.loads((speed / "bf16_crossover.json").read_text())))
+        print("\ntorch.compile: " + (speed / "compile.json").read_text())
     print("\n## bf16 against fp32\n" + bf16_table(folder))
     if (folder / "serve_batching.json").is_file():
         print("\n## serving\n" + serve_table(json.loads((folder / "serve_batching.json").read_text())))
