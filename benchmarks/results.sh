@@ -3,7 +3,8 @@
 #   bash benchmarks/results.sh SPRITES_DIR [N]
 # SPRITES_DIR holds sprites_base1788_16x16.npy and sprite_labels_base1788.npy (the course's two files
 # work too, renamed). N: samples per eval row (default 512, the N of every page in docs/).
-# On a 2-core CPU with N=256: about 45 minutes. Run it on an idle machine: it times things.
+# On an idle 2-core CPU with N=512: 60 minutes (2026-11-27). Run it on an idle machine: it times things.
+# LONG=1 adds the measurements that take longer (section 7, about 80 minutes more); without it they are kept as stored.
 # Sprites by ElvGames, FrootsnVeggies and kyrise.
 set -euo pipefail
 dir=${1:?usage: benchmarks/results.sh SPRITES_DIR [N]}
@@ -64,3 +65,23 @@ python benchmarks/class_grids.py --out docs
 python benchmarks/latent_figures.py --out docs/latent
 python benchmarks/latent_table.py --data "$data" --labels "$labels" --n 32 --fp64-n 4 --out "$out/latent"
 python benchmarks/inpainting_oracle.py
+
+# 7. the long ones, only with LONG=1: peak memory of `sample` up to n = 1,000,000 (about 40 minutes), and
+#    the pair of 3,000-step training runs that differ only in --precision (about 40 minutes, side by side)
+if [[ -n "${LONG:-}" ]]; then
+  mkdir -p "$out/memory"
+  for m in 1000 100000 1000000; do
+    OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$m.txt" spritediff sample --steps 1 --n "$m" --out "runs/memory_n$m"
+  done
+  for p in fp32 bf16; do
+    OMP_NUM_THREADS=1 spritediff train --data "$data" --labels "$labels" --out "runs/precision_cmp/$p.safetensors" \
+      --n-feat 32 --steps 3000 --precision "$p" --ckpt-every 1000 --seed 0 --overwrite &
+  done
+  wait
+  python benchmarks/train_precision.py --runs runs/precision_cmp --out "$out/train_precision"
+  for p in fp32 bf16; do
+    spritediff eval --model "runs/precision_cmp/$p.safetensors" --data "$data" --labels "$labels" --n "$n" \
+      --context data --guidance 0 --samplers ddim:20,ddpm:100 --noise-sampler ddim:20 --precision fp32 \
+      --out "$out/train_precision/eval_$p"
+  done
+fi
