@@ -3,8 +3,9 @@
 #   bash benchmarks/results.sh SPRITES_DIR [N]
 # SPRITES_DIR holds sprites_base1788_16x16.npy and sprite_labels_base1788.npy (the course's two files
 # work too, renamed). N: samples per eval row (default 512, the N of every page in docs/).
-# On an idle 2-core CPU with N=512: 60 minutes (2026-11-27). Run it on an idle machine: it times things.
-# LONG=1 adds the measurements that take longer (section 7, about 80 minutes more); without it they are kept as stored.
+# On an idle 2-core CPU with N=512 and the n_feat-64 default: about 95 minutes (2026-11-27). Run it on an idle
+# machine: it times things. LONG=1 adds the measurements that take longer (section 8, about 100 minutes more);
+# without it they are kept as stored.
 # Sprites by ElvGames, FrootsnVeggies and kyrise.
 set -euo pipefail
 dir=${1:?usage: benchmarks/results.sh SPRITES_DIR [N]}
@@ -14,12 +15,16 @@ labels="$dir/sprite_labels_base1788.npy"
 out=docs/eval
 mkdir -p "$out" docs/metric
 
-# 1. the metric: disturbance curves; checkpoints of the course-width run and the shipped default against its
-#    step-8,000 weights (both only if that run's folder, runs/n64/, is here: docs/default_model.md makes it)
+# 1. the metric: disturbance curves; the checkpoints of the default model's training run, and the previous
+#    default (n_feat 32, from git history) against the default and the run's step-8,000 weights (both only if
+#    that run's folder, runs/n64/, is here: docs/default_model.md makes it)
 validation=(--data "$data" --labels "$labels" --n 512 --out docs/metric)
 [[ -f runs/n64/model.safetensors ]] && validation+=(--run runs/n64/model.safetensors)
-[[ -f runs/n64/model-step8000-raw.safetensors ]] && validation+=(--compare spritediff/assets/sprites_context.safetensors \
-  runs/n64/model-step8000.safetensors runs/n64/model-step8000-raw.safetensors)
+if [[ -f runs/n64/model-step8000-raw.safetensors ]]; then
+  git show bd64166:spritediff/assets/sprites_context.safetensors > runs/previous_default.safetensors
+  validation+=(--compare runs/previous_default.safetensors spritediff/assets/sprites_context.safetensors \
+    runs/n64/model-step8000.safetensors runs/n64/model-step8000-raw.safetensors)
+fi
 python benchmarks/metric_validation.py "${validation[@]}"
 
 # 2. speed: the lab's %timeit at each precision, with diffusers' DDIMScheduler loop on the same model as reference;
@@ -28,16 +33,10 @@ spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --pre
   --reference diffusers --json > "$out/bench_cpu_n32.json"
 python benchmarks/cpu_speed.py --out "$out/cpu_speed"
 python benchmarks/bf16_crossover.py --out "$out/cpu_speed/bf16_crossover.json"
-#    bf16 against fp32 on the validated metric (the n_feat-64 rows of results.md need MODEL64, a model of that width)
-python benchmarks/bf16_quality.py --data "$data" --n 512 --out "$out/bf16_nfeat32"
-python benchmarks/bf16_quality.py --data "$data" --n 256 --out "$out/bf16_nfeat32_all" \
-  --samplers ddim:10,ddpm:10,euler:10,heun:6,dpmpp-3m:10,unipc:10,plms:10,ddim:50,dpmpp-2m:5
-if [[ -n "${MODEL64:-}" ]]; then
-  python benchmarks/bf16_quality.py --model "$MODEL64" --data "$data" --n 512 --samplers ddim:20,dpmpp-2m:10 \
-    --out "$out/bf16_nfeat64"
-  python benchmarks/bf16_quality.py --model "$MODEL64" --data "$data" --n 256 --samplers ddpm:500 \
-    --out "$out/bf16_nfeat64_ddpm500"
-fi
+#    bf16 against fp32 on the validated metric
+python benchmarks/bf16_quality.py --data "$data" --n 512 --samplers ddim:20,dpmpp-2m:10 --out "$out/bf16_default"
+python benchmarks/bf16_quality.py --data "$data" --n 256 --out "$out/bf16_default_all" \
+  --samplers ddpm:500,ddim:10,ddpm:10,euler:10,heun:6,dpmpp-3m:10,unipc:10,plms:10,ddim:50,dpmpp-2m:5
 #    the playground's dynamic batching
 python benchmarks/serve_batching.py --threads 2 --out "$out/serve_batching.json"
 
@@ -66,13 +65,18 @@ python benchmarks/latent_figures.py --out docs/latent
 python benchmarks/latent_table.py --data "$data" --labels "$labels" --n 32 --fp64-n 4 --out "$out/latent"
 python benchmarks/inpainting_oracle.py
 
-# 7. the long ones, only with LONG=1: peak memory of `sample` up to n = 1,000,000 (about 40 minutes), and
-#    the pair of 3,000-step training runs that differ only in --precision (about 40 minutes, side by side)
+# 7. peak memory of `sample` (DDIM-1) at n = 1,000 and 100,000 (n = 1,000,000 is in section 8)
+mkdir -p "$out/memory"
+memory() {
+  OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$1.txt" spritediff sample --steps 1 --n "$1" --out "runs/memory_n$1"
+}
+memory 1000
+memory 100000
+
+# 8. the long ones, only with LONG=1: peak memory at n = 1,000,000 (about an hour), and the pair of
+#    3,000-step training runs that differ only in --precision (about 40 minutes, side by side)
 if [[ -n "${LONG:-}" ]]; then
-  mkdir -p "$out/memory"
-  for m in 1000 100000 1000000; do
-    OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$m.txt" spritediff sample --steps 1 --n "$m" --out "runs/memory_n$m"
-  done
+  memory 1000000
   for p in fp32 bf16; do
     OMP_NUM_THREADS=1 spritediff train --data "$data" --labels "$labels" --out "runs/precision_cmp/$p.safetensors" \
       --n-feat 32 --steps 3000 --precision "$p" --ckpt-every 1000 --seed 0 --overwrite &
