@@ -244,6 +244,10 @@ def add_train_parser(sub) -> None:
                    help="Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss weighted so that its "
                         "weight in x0 terms is min(SNR, gamma); 5 is the paper's choice; 0 (default) is the course's "
                         "plain MSE")
+    p.add_argument("--init", metavar="MODEL", default=d.init,
+                   help="fine-tune: start from MODEL's weights (a .safetensors or course .pth; 'default': the shipped "
+                        "model) instead of fresh ones from --seed; the net must match --n-feat and the data, and the "
+                        "optimizer and learning rate start afresh. Resume such a run with the same --init")
     p.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint every N steps (default 1000)")
     p.add_argument("--fp32", action="store_true", help="store the model in float32 (default float16)")
     p.add_argument("--snapshots", type=step_list, default=(),
@@ -273,7 +277,8 @@ def run_train(args) -> int:
     steps = train_steps(args, len(data), out)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
                          context_drop=args.context_drop, ema=args.ema, seed=args.seed,
-                         precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma)
+                         precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
+                         init=args.init)
     model = run_training(config, data, out, device, args.ckpt_every, args.resume,
                          progress=sys.stderr.isatty(), data_name=Path(args.data).name,
                          dtype=torch.float32 if args.fp32 else torch.float16, snapshots=args.snapshots,

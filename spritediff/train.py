@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .checkpoint import SpriteModel, save_model
+from .checkpoint import SpriteModel, load_model, save_model
 from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind
 from .denoiser import PREDICTION_TYPES
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
@@ -58,6 +58,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
     prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
+    init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
     def check(self) -> None:
         """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
@@ -175,6 +176,22 @@ class Trainer:
         self.model = self.net
         if world.size > 1:
             self.model = DistributedDataParallel(sync_batchnorm(self.net, device))
+
+    def start_from(self, model: SpriteModel, name: str) -> None:
+        """Fine-tuning: the live net (and so its EMA, which copies it at the first step) takes model's weights.
+
+        The optimizer and the learning-rate schedule start fresh; model must have this run's net, schedule and
+        prediction target."""
+        theirs, ours = model.net.config(), self.net.config()
+        if theirs != ours:
+            diff = ", ".join(f"{k} {theirs[k]} vs {ours[k]}" for k in ours if theirs.get(k) != ours[k])
+            raise SpriteDiffError(f"--init {name} does not fit this run ({diff}); pass its --n-feat and data of "
+                                  f"its size, channels and class count")
+        if model.schedule.T != self.config.T or model.prediction_type != self.config.prediction:
+            raise SpriteDiffError(f"--init {name} has T={model.schedule.T} and predicts {model.prediction_type}; "
+                                  f"this run has T={self.config.T} and --prediction {self.config.prediction}")
+        self.net.load_state_dict(model.net.state_dict())
+        self.ema.module.load_state_dict(model.net.state_dict())
 
     def lr_at(self, step: int) -> float:
         """The course's linear decay to 0 over the run."""
@@ -358,6 +375,8 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
         trainer = Trainer(config, data, device, world)
         if resume:
             trainer.load_state(state_path(out))
+        elif config.init:
+            trainer.start_from(load_model(None if config.init == "default" else config.init), config.init)
         elif overwrite and world.is_main:
             state_path(out).unlink(missing_ok=True)
             log_path(out).unlink(missing_ok=True)

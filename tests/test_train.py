@@ -390,3 +390,59 @@ def test_min_snr_loss_is_the_weighted_mean_and_zero_gamma_is_plain_mse():
     expected = (weights * noise.double().pow(2).flatten(1).mean(1)).mean()
     assert torch.allclose(weighted.double(), expected, rtol=1e-6)
     assert weights[0] < 0.1 and weights[2] == 1  # low noise (t = 1) is weighted down, high noise kept
+
+
+# --- fine-tuning: --init ------------------------------------------------------------------------------------------
+
+
+def parameters(state: dict) -> dict:
+    """The trainable weights of a state_dict (BatchNorm's running statistics move even at lr ~ 0)."""
+    return {k: v for k, v in state.items() if v.is_floating_point() and "running_" not in k}
+
+
+def test_init_starts_the_net_and_its_ema_from_the_model(tmp_path):
+    from spritediff.checkpoint import load_model
+
+    x, y = small_data(tmp_path, n=40)
+    data, first = load_data(x, y), tmp_path / "first.safetensors"
+    run_training(TrainConfig(steps=2, batch=8, n_feat=8, seed=1), data, first, torch.device("cpu"), progress=False,
+                 dtype=torch.float32)
+    tuned = tmp_path / "tuned.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8, seed=2, lr=1e-9, init=str(first)), data, tuned,
+                 torch.device("cpu"), progress=False, dtype=torch.float32)
+    fresh = tmp_path / "fresh.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8, seed=2, lr=1e-9), data, fresh, torch.device("cpu"),
+                 progress=False, dtype=torch.float32)
+    start = parameters(load_model(first).net.state_dict())
+    for name, weights in ((tuned, 1e-6), (fresh, None)):
+        saved = parameters(load_model(name).net.state_dict())
+        gap = max((saved[k] - start[k]).abs().max().item() for k in start)
+        assert gap < 1e-6 if weights else gap > 1e-2, (name.name, gap)
+    assert load_model(tuned).info["config"]["init"] == str(first)
+
+
+def test_init_refuses_a_model_of_another_width_in_one_line_and_writes_nothing(tmp_path, capsys):
+    x, y = small_data(tmp_path, n=40)
+    first = tmp_path / "first.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8), load_data(x, y), first, torch.device("cpu"),
+                 progress=False)
+    out = tmp_path / "tuned.safetensors"
+    code = main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--n-feat", "16", "--steps", "1",
+                 "--batch", "8", "--init", str(first)])
+    err = capsys.readouterr().err.strip()
+    assert code != 0 and "--init" in err and "n_feat 8 vs 16" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.glob("tuned*"))
+
+
+def test_a_fine_tuning_run_resumes_only_with_its_init(tmp_path):
+    x, y = small_data(tmp_path, n=40)
+    data, first, out = load_data(x, y), tmp_path / "first.safetensors", tmp_path / "tuned.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8), data, first, torch.device("cpu"), progress=False)
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8, init=str(first)), data, out, torch.device("cpu"),
+                 progress=False)
+    with pytest.raises(SpriteDiffError, match="other settings"):
+        run_training(TrainConfig(steps=2, batch=8, n_feat=8), data, out, torch.device("cpu"), resume=True,
+                     progress=False)
+    first.unlink()  # a resumed run takes its weights from the checkpoint, not from --init
+    run_training(TrainConfig(steps=2, batch=8, n_feat=8, init=str(first)), data, out, torch.device("cpu"),
+                 resume=True, progress=False)
