@@ -5,7 +5,8 @@
 # work too, renamed). N: samples per eval row (default 512, the N of every page in docs/).
 # On an idle 2-core CPU with N=512 and the n_feat-64 default: about 95 minutes (2026-11-27). Run it on an idle
 # machine: it times things. LONG=1 adds the measurements that take longer (section 8, about 100 minutes more);
-# without it they are kept as stored.
+# without it they are kept as stored. QUALITY_ONLY=1 skips the timings (speed, serving, memory): they depend on
+# the net's architecture, not on its weights, so a retrained model of the same shape keeps them.
 # Sprites by ElvGames, FrootsnVeggies and kyrise.
 set -euo pipefail
 dir=${1:?usage: benchmarks/results.sh SPRITES_DIR [N]}
@@ -27,18 +28,22 @@ if [[ -f runs/n64/model-step8000-raw.safetensors ]]; then
 fi
 python benchmarks/metric_validation.py "${validation[@]}"
 
+timings() { [[ -z "${QUALITY_ONLY:-}" ]]; }
+
 # 2. speed: the lab's %timeit at each precision, with diffusers' DDIMScheduler loop on the same model as reference;
 #    the CPU fast path at batch 1/32/256 and n_feat 32/64, and whether torch.compile pays
-spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --precision fp32,bf16 \
-  --reference diffusers --json > "$out/bench_cpu_n32.json"
-python benchmarks/cpu_speed.py --out "$out/cpu_speed"
-python benchmarks/bf16_crossover.py --out "$out/cpu_speed/bf16_crossover.json"
+if timings; then
+  spritediff bench --samplers ddpm:500,ddim:20,dpmpp-2m:10 --n 32 --repeat 5 --precision fp32,bf16 \
+    --reference diffusers --json > "$out/bench_cpu_n32.json"
+  python benchmarks/cpu_speed.py --out "$out/cpu_speed"
+  python benchmarks/bf16_crossover.py --out "$out/cpu_speed/bf16_crossover.json"
+fi
 #    bf16 against fp32 on the validated metric
 python benchmarks/bf16_quality.py --data "$data" --n 512 --samplers ddim:20,dpmpp-2m:10 --out "$out/bf16_default"
 python benchmarks/bf16_quality.py --data "$data" --n 256 --out "$out/bf16_default_all" \
   --samplers ddpm:500,ddim:10,ddpm:10,euler:10,heun:6,dpmpp-3m:10,unipc:10,plms:10,ddim:50,dpmpp-2m:5
 #    the playground's dynamic batching
-python benchmarks/serve_batching.py --threads 2 --out "$out/serve_batching.json"
+if timings; then python benchmarks/serve_batching.py --threads 2 --out "$out/serve_batching.json"; fi
 
 # 3. quality, the lab's claims: DDPM-500 vs DDIM, and DDIM vs DDPM on the same skipped timesteps
 #    (no context: the unconditional model the context dropout trained)
@@ -70,8 +75,10 @@ mkdir -p "$out/memory"
 memory() {
   OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$1.txt" spritediff sample --steps 1 --n "$1" --out "runs/memory_n$1"
 }
-memory 1000
-memory 100000
+if timings; then
+  memory 1000
+  memory 100000
+fi
 
 # 8. the long ones, only with LONG=1: peak memory at n = 1,000,000 (about an hour), and the pair of
 #    3,000-step training runs that differ only in --precision (about 40 minutes, side by side)
