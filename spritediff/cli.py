@@ -231,6 +231,10 @@ def add_train_parser(sub) -> None:
     p.add_argument("--context-drop", type=finite_float, default=d.context_drop,
                    help=f"probability of training a sample without its context (default {d.context_drop})")
     p.add_argument("--ema", type=finite_float, default=d.ema, help=f"EMA decay of the saved weights (default {d.ema})")
+    p.add_argument("--ema-warmup", action="store_true",
+                   help="warm the EMA up: decay min(--ema, (1 + n) / (10 + n)) after n steps, so that a short run's "
+                        "saved weights do not still carry its first ones (without it 13%% of the average is the "
+                        "step-1 weights after 2,000 steps at decay 0.999); see docs/default_model.md")
     p.add_argument("--seed", type=seed_int, default=d.seed,
                    help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -276,7 +280,7 @@ def run_train(args) -> int:
     data = load_data(args.data, args.labels, args.channels)
     steps = train_steps(args, len(data), out)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
-                         context_drop=args.context_drop, ema=args.ema, seed=args.seed,
+                         context_drop=args.context_drop, ema=args.ema, ema_warmup=args.ema_warmup, seed=args.seed,
                          precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
                          init=args.init)
     model = run_training(config, data, out, device, args.ckpt_every, args.resume,

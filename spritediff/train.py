@@ -53,6 +53,7 @@ class TrainConfig:
     n_feat: int = 64
     context_drop: float = 0.1
     ema: float = 0.999
+    ema_warmup: bool = False  # decay min(ema, (1 + n) / (10 + n)) after n updates, so a short run forgets its start
     seed: int = 0
     T: int = 500
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
@@ -63,7 +64,8 @@ class TrainConfig:
     def check(self) -> None:
         """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
         for name, value in asdict(self).items():
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)) or (
+            if isinstance(value, bool) != isinstance(getattr(TrainConfig, name), bool) or not isinstance(
+                    value, (int, float, str)) or (
                     isinstance(value, float) and not math.isfinite(value)):
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {value!r}")
         for name, ok in (("steps", 1 <= self.steps <= MAX_STEPS), ("batch", 1 <= self.batch <= MAX_BATCH),
@@ -75,6 +77,22 @@ class TrainConfig:
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
+
+
+def ema_update(decay: float, warmup: bool):
+    """AveragedModel's update: e = d e + (1 - d) w with d = decay, or with warm-up d = min(decay, (1 + n) / (10 + n))
+    for an update that follows n earlier ones (the first copies w), as TensorFlow's ExponentialMovingAverage with
+    num_updates.
+
+    Without warm-up, decay 0.999 still gives the first weights 0.999^k of the average after k steps (13 % at 2,000)."""
+    if not warmup:
+        return get_ema_multi_avg_fn(decay)
+
+    def update(ema_params, params, n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        get_ema_multi_avg_fn(min(decay, (1 + n) / (10 + n)))(ema_params, params, n_averaged)
+
+    return update
 
 
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
@@ -167,7 +185,7 @@ class Trainer:
             self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
         if config.precision == "bf16":
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.ema = AveragedModel(self.net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+        self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(config.ema, config.ema_warmup), use_buffers=True)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
         self.alphas_cumprod = self.schedule.alphas_cumprod.float().to(device)

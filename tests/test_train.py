@@ -303,11 +303,13 @@ def record_raw_weights(monkeypatch) -> list[dict]:
     return states
 
 
-def hand_ema(states: list[dict], decay: float) -> dict:
-    """e_1 = w_1, e_k = decay e_(k-1) + (1 - decay) w_k (torch's AveragedModel: the first update copies)."""
+def hand_ema(states: list[dict], decay: float, warmup: bool = False) -> dict:
+    """e_1 = w_1, e_k = d e_(k-1) + (1 - d) w_k (torch's AveragedModel: the first update copies), d = decay or,
+    with warm-up, min(decay, k / (k + 9)) (k - 1 updates before the k-th)."""
     ema = dict(states[0])
-    for state in states[1:]:
-        ema = {k: decay * ema[k] + (1 - decay) * w for k, w in state.items()}
+    for k, state in enumerate(states[1:], start=2):
+        d = min(decay, k / (k + 9)) if warmup else decay
+        ema = {key: d * ema[key] + (1 - d) * w for key, w in state.items()}
     return ema
 
 
@@ -327,6 +329,35 @@ def test_ema_has_decay_0999_over_weights_and_batchnorm_statistics(tmp_path, monk
     ema = {k: v for k, v in trainer.ema.module.state_dict().items() if v.is_floating_point()}
     assert any("running_mean" in k for k in ema)  # the buffers are averaged too
     assert_matches(ema, hand_ema(states, 0.999), atol=1e-6)
+
+
+def test_ema_warmup_starts_with_short_memory_and_reaches_the_decay(tmp_path, monkeypatch):
+    """Warm-up decays 2/11 and 3/12 for the second and third steps: far from 0.999 at lr 0.1, so this fails if the
+    warm-up is ignored or off by one step."""
+    states = record_raw_weights(monkeypatch)
+    trainer = tiny_trainer(tmp_path, lr=0.1, ema_warmup=True)
+    for _ in range(3):
+        trainer.train_step()
+    ema = {k: v for k, v in trainer.ema.module.state_dict().items() if v.is_floating_point()}
+    assert_matches(ema, hand_ema(states, 0.999, warmup=True), atol=1e-6)
+    gap = max((ema[k].double() - v).abs().max().item() for k, v in hand_ema(states, 0.999).items())
+    assert gap > 1e-3
+
+
+@pytest.mark.parametrize("field, value", [("ema_warmup", 1), ("ema_warmup", "yes"), ("steps", True)])
+def test_config_refuses_a_bool_for_a_number_and_a_number_for_a_bool(field, value):
+    with pytest.raises(SpriteDiffError, match=f"bad --{field.replace('_', '-')}"):
+        TrainConfig(**{field: value}).check()
+
+
+def test_ema_warmup_flag_reaches_the_saved_model(tmp_path):
+    from spritediff.checkpoint import load_model
+
+    x, y = small_data(tmp_path, n=40)
+    out = tmp_path / "m.safetensors"
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--n-feat", "8", "--steps", "2",
+                 "--batch", "8", "--ema-warmup"]) == 0
+    assert load_model(out).info["config"]["ema_warmup"] is True
 
 
 def test_saved_model_holds_the_ema_weights_not_the_raw_ones(tmp_path, monkeypatch):
