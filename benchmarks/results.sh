@@ -86,7 +86,7 @@ if [[ -n "${LONG:-}" ]]; then
   memory 1000000
   for p in fp32 bf16; do
     OMP_NUM_THREADS=1 spritediff train --data "$data" --labels "$labels" --out "runs/precision_cmp/$p.safetensors" \
-      --n-feat 32 --steps 3000 --precision "$p" --ckpt-every 1000 --seed 0 --overwrite &
+      --n-feat 32 --steps 3000 --precision "$p" --ckpt-every 1000 --seed 0 --no-ema-warmup --overwrite &
   done
   wait
   python benchmarks/train_precision.py --runs runs/precision_cmp --out "$out/train_precision"

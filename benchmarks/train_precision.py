@@ -2,7 +2,7 @@
 
     for p in fp32 bf16; do OMP_NUM_THREADS=1 spritediff train --data sprites_base1788_16x16.npy \\
         --labels sprite_labels_base1788.npy --out runs/precision_cmp/$p.safetensors --n-feat 32 --steps 3000 \\
-        --precision $p --ckpt-every 1000 --seed 0; done
+        --precision $p --ckpt-every 1000 --seed 0 --no-ema-warmup; done
     python benchmarks/train_precision.py --runs runs/precision_cmp --out docs/eval/train_precision
 
 Reads each run's .log.jsonl, writes loss.png (the loss averaged over windows of 100 steps, both runs) and

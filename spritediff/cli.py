@@ -206,9 +206,9 @@ def add_train_parser(sub) -> None:
     d = TrainConfig()
     p = sub.add_parser("train", help="train a sprite model (resumable; torchrun for several processes)",
                        description="Train a ContextUnet with the course's recipe (correct noise formula) plus an EMA "
-                                   "of the weights, which is what the saved model holds. Writes OUT (.safetensors), "
-                                   "OUT's .train.pt (resumable state) and .log.jsonl beside it. Several processes: "
-                                   "torchrun --nproc_per_node=K -m spritediff train ...")
+                                   "of the weights (warmed up), which is what the saved model holds. Writes OUT "
+                                   "(.safetensors), OUT's .train.pt (resumable state) and .log.jsonl beside it. "
+                                   "Several processes: torchrun --nproc_per_node=K -m spritediff train ...")
     p.add_argument("--data", required=True, help="(N,H,H,3) RGB or (N,H,H,4) RGBA uint8 .npy (e.g. the course's "
                                                  "sprites file), or a folder of images: one subfolder per class, or "
                                                  "the images themselves (no classes); H a multiple of 4 from 8 to 64")
@@ -231,10 +231,12 @@ def add_train_parser(sub) -> None:
     p.add_argument("--context-drop", type=finite_float, default=d.context_drop,
                    help=f"probability of training a sample without its context (default {d.context_drop})")
     p.add_argument("--ema", type=finite_float, default=d.ema, help=f"EMA decay of the saved weights (default {d.ema})")
-    p.add_argument("--ema-warmup", action="store_true",
-                   help="warm the EMA up: decay min(--ema, (1 + n) / (10 + n)) after n steps, so that a short run's "
-                        "saved weights do not still carry its first ones (without it 13%% of the average is the "
-                        "step-1 weights after 2,000 steps at decay 0.999); see docs/default_model.md")
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=d.ema_warmup,
+                   help="warm the EMA up (default): decay min(--ema, (1 + n) / (10 + n)) after n steps, so that a "
+                        "short run's saved weights do not still carry its first ones (without it 13%% of the average "
+                        "is the step-1 weights after 2,000 steps at decay 0.999; docs/default_model.md). "
+                        "--no-ema-warmup: the fixed decay, as in runs made before this option existed (resume "
+                        "those with it)")
     p.add_argument("--seed", type=seed_int, default=d.seed,
                    help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")

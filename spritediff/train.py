@@ -41,6 +41,7 @@ PRECISIONS = ("fp32", "bf16")
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
+PREDATED = {"ema_warmup": False}  # what a checkpoint made before a setting existed did, where that is not its default
 
 
 @dataclass
@@ -53,7 +54,7 @@ class TrainConfig:
     n_feat: int = 64
     context_drop: float = 0.1
     ema: float = 0.999
-    ema_warmup: bool = False  # decay min(ema, (1 + n) / (10 + n)) after n updates, so a short run forgets its start
+    ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) after n updates, so a short run forgets its start
     seed: int = 0
     T: int = 500
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
@@ -297,8 +298,8 @@ def _is_count(value, low: int) -> bool:
 def check_resumable(state: dict, config: dict, path: Path) -> None:
     """A user error unless the checkpoint's run can continue with config: same settings, more steps to do.
 
-    A setting the checkpoint predates (e.g. precision) counts as its default, which is what that run used."""
-    saved, done = {**asdict(TrainConfig()), **state["config"]}, state["step"]
+    A setting the checkpoint predates (e.g. precision) counts as what that run did: its default, or PREDATED's."""
+    saved, done = {**asdict(TrainConfig()), **PREDATED, **state["config"]}, state["step"]
     diff = {k: v for k, v in saved.items() if config.get(k) != v and k != "steps"}
     if diff:
         raise SpriteDiffError(f"{path} was made with other settings ({diff}); resume with the same ones")

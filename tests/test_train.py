@@ -323,7 +323,7 @@ def test_ema_has_decay_0999_over_weights_and_batchnorm_statistics(tmp_path, monk
     the hand-computed EMA by ~1e-4, far above float32 rounding."""
     assert TrainConfig().ema == 0.999
     states = record_raw_weights(monkeypatch)
-    trainer = tiny_trainer(tmp_path, lr=0.1)
+    trainer = tiny_trainer(tmp_path, lr=0.1, ema_warmup=False)
     for _ in range(3):
         trainer.train_step()
     ema = {k: v for k, v in trainer.ema.module.state_dict().items() if v.is_floating_point()}
@@ -350,21 +350,39 @@ def test_config_refuses_a_bool_for_a_number_and_a_number_for_a_bool(field, value
         TrainConfig(**{field: value}).check()
 
 
-def test_ema_warmup_flag_reaches_the_saved_model(tmp_path):
+@pytest.mark.parametrize("flags, warmup", [([], True), (["--no-ema-warmup"], False)])
+def test_ema_warmup_is_on_unless_turned_off(tmp_path, flags, warmup):
     from spritediff.checkpoint import load_model
 
     x, y = small_data(tmp_path, n=40)
     out = tmp_path / "m.safetensors"
     assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--n-feat", "8", "--steps", "2",
-                 "--batch", "8", "--ema-warmup"]) == 0
-    assert load_model(out).info["config"]["ema_warmup"] is True
+                 "--batch", "8", *flags]) == 0
+    assert load_model(out).info["config"]["ema_warmup"] is warmup
+
+
+def test_a_run_from_before_the_warmup_resumes_only_without_it(tmp_path):
+    """A checkpoint whose config has no ema_warmup used the fixed decay: resuming it with the warm-up would change
+    its EMA rule halfway, so that is refused."""
+    x, y = small_data(tmp_path, n=40)
+    data, out = load_data(x, y), tmp_path / "m.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8, ema_warmup=False), data, out, torch.device("cpu"),
+                 progress=False)
+    state = torch.load(state_path(out), weights_only=True)
+    del state["config"]["ema_warmup"]
+    torch.save(state, state_path(out))
+    with pytest.raises(SpriteDiffError, match="ema_warmup"):
+        run_training(TrainConfig(steps=2, batch=8, n_feat=8), data, out, torch.device("cpu"), resume=True,
+                     progress=False)
+    run_training(TrainConfig(steps=2, batch=8, n_feat=8, ema_warmup=False), data, out, torch.device("cpu"),
+                 resume=True, progress=False)
 
 
 def test_saved_model_holds_the_ema_weights_not_the_raw_ones(tmp_path, monkeypatch):
     states = record_raw_weights(monkeypatch)
     x, y = small_data(tmp_path, n=40)
     out = tmp_path / "m.safetensors"
-    config = TrainConfig(steps=3, batch=8, n_feat=8, seed=1, lr=0.1, ema=0.5)
+    config = TrainConfig(steps=3, batch=8, n_feat=8, seed=1, lr=0.1, ema=0.5, ema_warmup=False)
     run_training(config, load_data(x, y), out, torch.device("cpu"), progress=False, dtype=torch.float32)
     from spritediff.checkpoint import load_model
 
