@@ -3,8 +3,9 @@
 FD and KID compare sprite-feature-net features (spritediff.features) of generated and real sprites,
 computed by torchmetrics (spritediff.metrics). The metric's own noise is measured beside them: FD
 between two disjoint halves of the real set (split by sprite, so a mirror pair never straddles the
-halves) and FD between two seeds of one sampler. With a context, the feature net's classifier head
-also says how often a sample is of the class asked for.
+halves) and FD between two seeds of one sampler. The feature net's classifier head also gives the
+samples' class mix against the real one (class_mix_gap) and, with a context, how often a sample is of the
+class asked for.
 """
 from __future__ import annotations
 
@@ -162,9 +163,12 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
                         "feature_dim": features.net.feature_dim,
                         "held_out_accuracy": features.info.get("held_out", {}).get("accuracy")},
         "noise": evaluation.noise, "results": evaluation.rows,
+        "classes": list(features.classes),  # the order of each row's class_mix and of real_class_mix
+        "real_class_mix": [round(float(v), 4) for v in evaluation.quality.reference_mix],
         "metrics": "FD: torchmetrics FrechetInceptionDistance, KID: KernelInceptionDistance (polynomial kernel, "
                    "subsets of min(1000, n)), precision and recall: k-NN manifolds (k = 3, Kynkaanniemi et al. "
-                   "2019), all on the sprite feature net's features (docs/metric.md)",
+                   "2019), all on the sprite feature net's features; class_mix: the net's head's class shares, "
+                   "class_mix_gap: their total variation distance from real_class_mix (docs/metric.md)",
         "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
     }
@@ -208,6 +212,8 @@ class Evaluation:
                               "fd": round(scores["fd"], 4), "kid": round(scores["kid"], 6),
                               "kid_std": round(scores["kid_std"], 6), "precision": round(scores["precision"], 4),
                               "recall": round(scores["recall"], 4),
+                              "class_mix": [round(float(v), 4) for v in scores["class_mix"]],
+                              "class_mix_gap": round(scores["class_mix_gap"], 4),
                               "class_accuracy": None if accuracy is None else round(accuracy, 4)})
             first_seed_images.setdefault(str(spec), images)
             bar.update(1)
@@ -261,12 +267,14 @@ def real_halves(real: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray
 def format_table(rows: list[dict], noise: dict) -> str:
     with_accuracy = any(r["class_accuracy"] is not None for r in rows)
     width = max([len("sampler")] + [len(r["spec"]) for r in rows])
-    head = f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}  {'prec':>5}  {'recall':>6}"
+    head = (f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}  {'prec':>5}  "
+            f"{'recall':>6}  {'mix gap':>7}")
     head += "  class acc" if with_accuracy else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['spec']:<{width}}  {r['nfe']:>5}  {r['seconds']:>8.3f}  {r['fd']:>9.3f}  "
-                f"{1000 * r['kid']:>7.2f} ± {1000 * r['kid_std']:<5.2f}  {r['precision']:>5.3f}  {r['recall']:>6.3f}")
+                f"{1000 * r['kid']:>7.2f} ± {1000 * r['kid_std']:<5.2f}  {r['precision']:>5.3f}  {r['recall']:>6.3f}  "
+                f"{r['class_mix_gap']:>7.3f}")
         if with_accuracy:
             line += f"  {'-' if r['class_accuracy'] is None else format(r['class_accuracy'], '.3f'):>9}"
         lines.append(line)

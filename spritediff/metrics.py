@@ -75,6 +75,7 @@ class SpriteQuality:
         self.features = features
         self.reference_features = features.features(reference)
         self.reference_radii = knn_radii(self.reference_features)
+        self.reference_mix = class_mix(features, reference)
         self._update(reference, real=True)
 
     def _update(self, images: np.ndarray, real: bool) -> None:
@@ -86,7 +87,8 @@ class SpriteQuality:
             self.kid.update(x[lo:lo + self.batch], real=real)
 
     def score(self, images: np.ndarray) -> dict:
-        """(N,H,W,3) uint8, N >= 2 -> {"fd", "kid", "kid_std", "precision", "recall"} against the reference."""
+        """(N,H,W,3) uint8, N >= 2 -> {"fd", "kid", "kid_std", "precision", "recall", "class_mix",
+        "class_mix_gap"} against the reference (class_mix: the feature net's head's (K,) class shares)."""
         self.fid.reset()
         self.kid.reset()
         self._update(images, real=False)
@@ -98,7 +100,22 @@ class SpriteQuality:
         generated = self.features.features(images)
         precision = coverage(self.reference_features, self.reference_radii, generated)
         recall = coverage(generated, knn_radii(generated), self.reference_features)
-        return {"fd": fd, "kid": float(kid), "kid_std": float(kid_std), "precision": precision, "recall": recall}
+        mix = class_mix(self.features, images)
+        return {"fd": fd, "kid": float(kid), "kid_std": float(kid_std), "precision": precision, "recall": recall,
+                "class_mix": tuple(float(v) for v in mix), "class_mix_gap": mix_gap(mix, self.reference_mix)}
+
+
+def class_mix(features: FeatureModel, images: np.ndarray) -> np.ndarray:
+    """(K,) float64: the share of images that the feature net's head assigns to each of its K classes."""
+    return np.bincount(features.predict(images), minlength=len(features.classes)) / len(images)
+
+
+def mix_gap(p: np.ndarray, q: np.ndarray) -> float:
+    """Total variation distance between two (K,) class mixes, 0.5 sum |p - q|: 0 the same mix, 1 no class shared.
+
+    Both mixes come from the same head, so its mistakes on real sprites cancel to first order; a model that
+    draws one class too often (or never draws another) shows here even when each sprite looks real."""
+    return float(0.5 * np.abs(np.asarray(p) - np.asarray(q)).sum())
 
 
 def knn_radii(features: torch.Tensor, k: int = NEIGHBOURS) -> torch.Tensor:

@@ -299,3 +299,17 @@ def test_the_shipped_model_scores_better_with_the_steps_that_make_it_look_better
     real = quality.score(images[half_b])
     assert real["fd"] < scores[20]["fd"] < scores[1]["fd"]
     assert scores[20]["precision"] > scores[2]["precision"] > scores[1]["precision"]
+
+
+def test_class_mix_gap_is_zero_for_the_real_mix_and_a_class_share_when_that_class_is_missing(features, sprites):
+    """Dropping every sprite of one predicted class c from the real set leaves the others' shares in proportion, so
+    the total variation distance to the real mix is exactly c's real share (0.5 (m + (1 - m) m / (1 - m)) = m)."""
+    images, _ = sprites
+    quality = SpriteQuality(features, images, kid_subsets=5)
+    assert quality.score(images)["class_mix_gap"] == 0.0
+    predicted = features.predict(images)
+    for c in np.unique(predicted)[:2]:
+        share = float(np.mean(predicted == c))
+        scores = quality.score(images[predicted != c])
+        assert scores["class_mix"][c] == 0.0 and sum(scores["class_mix"]) == pytest.approx(1.0)
+        assert scores["class_mix_gap"] == pytest.approx(share, abs=1e-12)
