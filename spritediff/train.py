@@ -394,9 +394,9 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
         trainer = Trainer(config, data, device, world)
         if resume:
             trainer.load_state(state_path(out))
-        elif config.init:
+        elif config.init:  # before --overwrite removes anything: a model that does not fit loses nothing
             trainer.start_from(load_model(None if config.init == "default" else config.init), config.init)
-        elif overwrite and world.is_main:
+        if overwrite and world.is_main:
             state_path(out).unlink(missing_ok=True)
             log_path(out).unlink(missing_ok=True)
         try:

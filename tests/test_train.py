@@ -495,3 +495,18 @@ def test_a_fine_tuning_run_resumes_only_with_its_init(tmp_path):
     first.unlink()  # a resumed run takes its weights from the checkpoint, not from --init
     run_training(TrainConfig(steps=2, batch=8, n_feat=8, init=str(first)), data, out, torch.device("cpu"),
                  resume=True, progress=False)
+
+
+def test_init_with_overwrite_replaces_the_run_and_a_misfit_init_leaves_it_whole(tmp_path):
+    x, y = small_data(tmp_path, n=40)
+    data, first, out = load_data(x, y), tmp_path / "first.safetensors", tmp_path / "run.safetensors"
+    run_training(TrainConfig(steps=1, batch=8, n_feat=8), data, first, torch.device("cpu"), progress=False)
+    run_training(TrainConfig(steps=3, batch=8, n_feat=16), data, out, torch.device("cpu"), progress=False)
+    log = (tmp_path / "run.log.jsonl").read_text()
+    with pytest.raises(SpriteDiffError, match="--init"):
+        run_training(TrainConfig(steps=2, batch=8, n_feat=16, init=str(first)), data, out, torch.device("cpu"),
+                     progress=False, overwrite=True)
+    assert (tmp_path / "run.log.jsonl").read_text() == log and state_path(out).is_file()
+    run_training(TrainConfig(steps=2, batch=8, n_feat=8, init=str(first)), data, out, torch.device("cpu"),
+                 progress=False, overwrite=True)
+    assert len((tmp_path / "run.log.jsonl").read_text().splitlines()) == 2  # the 3-step run's log is gone
