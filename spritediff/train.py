@@ -210,7 +210,6 @@ class Trainer:
             raise SpriteDiffError(f"--init {name} has T={model.schedule.T} and predicts {model.prediction_type}; "
                                   f"this run has T={self.config.T} and --prediction {self.config.prediction}")
         self.net.load_state_dict(model.net.state_dict())
-        self.ema.module.load_state_dict(model.net.state_dict())
 
     def lr_at(self, step: int) -> float:
         """The course's linear decay to 0 over the run."""
