@@ -30,6 +30,11 @@ def model_rows(path: str | None, spec: str, guidance: float, per_row: int) -> li
     return [*zip(model.classes, np.split(with_class, len(model.classes))), ("no context", without)]
 
 
+def model_label(path: str) -> str:
+    """A model's row label: its file name, or its folder's where the file is a run's model.safetensors."""
+    return Path(path).parent.name if Path(path).stem == "model" else Path(path).stem
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True, help="model files ('default' for the shipped one)")
@@ -38,7 +43,7 @@ def main() -> None:
     parser.add_argument("--per-row", type=int, default=8)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    rows = [(f"{Path(m).stem}: {name}", images) for m in args.models
+    rows = [(f"{model_label(m)}: {name}", images) for m in args.models
             for name, images in model_rows(None if m == "default" else m, args.sampler, args.guidance, args.per_row)]
     labelled_rows(rows, args.out)
     print(f"-> {args.out} ({args.sampler}, guidance {args.guidance:g} with a class, seed 0)")
