@@ -38,10 +38,14 @@ class SpriteModel:
     info: dict = field(default_factory=dict)  # how it was made (training command, data, credit)
     path: str | None = None  # as the user gave it; None for the shipped default model
     prediction_type: str = "eps"  # the net's output: eps, x0 or v (spritediff.denoiser.PREDICTION_TYPES)
+    class_mix: tuple[float, ...] | None = None  # each class's share of the training labels, summing to 1
 
     def config(self) -> dict:
-        return {"format": FORMAT, "net": self.net.config(), "schedule": self.schedule.to_config(),
-                "classes": list(self.classes), "info": self.info, "prediction_type": self.prediction_type}
+        config = {"format": FORMAT, "net": self.net.config(), "schedule": self.schedule.to_config(),
+                  "classes": list(self.classes), "info": self.info, "prediction_type": self.prediction_type}
+        if self.class_mix is not None:
+            config["class_mix"] = list(self.class_mix)
+        return config
 
 
 def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> None:
@@ -52,6 +56,8 @@ def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype =
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise SpriteDiffError(f"dtype must be torch.float32, float16 or bfloat16, got {shown(dtype)}")
     check_prediction_type(model.prediction_type, "model prediction_type")
+    if model.class_mix is not None:
+        read_class_mix(list(model.class_mix), model.classes, "model")
     path = model_out_path(path, "path")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.net.state_dict().items()}
@@ -74,9 +80,11 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     config, state = _read_safetensors(path)
     net = build_net(config["net"], path)
     load_state(net, state, path)
-    return SpriteModel(net, read_schedule(config["schedule"], path), read_classes(config["classes"], net, path),
+    classes = read_classes(config["classes"], net, path)
+    return SpriteModel(net, read_schedule(config["schedule"], path), classes,
                        config["info"], None if path == DEFAULT_MODEL else str(path),
-                       check_prediction_type(config.get("prediction_type", "eps"), f"{path}: metadata prediction_type"))
+                       check_prediction_type(config.get("prediction_type", "eps"), f"{path}: metadata prediction_type"),
+                       read_class_mix(config.get("class_mix"), classes, path))
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:
@@ -128,6 +136,19 @@ def read_classes(classes: list, net: ContextUnet, path) -> tuple[str, ...]:
         raise SpriteDiffError(f"{path}: metadata classes must be {net.n_cfeat} distinct lower-case names "
                               f"(one per context feature), got {classes!r}"[:300])
     return tuple(classes)
+
+
+def read_class_mix(mix, classes: tuple[str, ...], path) -> tuple[float, ...] | None:
+    """The training class mix: one finite share >= 0 per class, summing to 1 (within float32 rounding);
+    None where the file has none (models trained without labels, or before the mix was stored)."""
+    if mix is None:
+        return None
+    ok = isinstance(mix, list) and len(mix) == len(classes) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in mix)
+    if not ok or abs(sum(mix) - 1) > 1e-6:
+        raise SpriteDiffError(f"{path}: metadata class_mix must be {len(classes)} shares >= 0 summing to 1 "
+                              f"(one per class), got {mix!r}"[:300])
+    return tuple(float(v) for v in mix)
 
 
 def load_state(net: torch.nn.Module, state: dict, path) -> None:

@@ -101,7 +101,10 @@ def add_sample_parser(sub) -> None:
                    help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
     p.add_argument("--seed", type=seed_int, default=0, help="sample i uses noise stream (seed, i); 0..2^63-1 "
                                                             "(default 0)")
-    p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random' or 'none' (default none)")
+    p.add_argument("--context", help="class name, blend like 'hero=1,food=0.6', 'random' (each sprite a class, all "
+                                     "equally likely), 'mix' (each sprite a class drawn with the training set's class "
+                                     "shares, stored in the model) or 'none' (the unconditional model); default: mix "
+                                     "where the model stores its class mix (the default model does), else none")
     p.add_argument("--guidance", type=nonnegative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight w >= 0 with a context: (1+w) eps(c) - w eps(0); 0 is the "
                         f"plain conditional model (default {DEFAULT_GUIDANCE}: better precision, recall and class accuracy than 0, see docs/results.md)")
@@ -133,7 +136,7 @@ def run_sample(args) -> int:
     check_free_space(out, math.prod(shape), "samples.npy")
     with staged_output(out) as stage:
         images = open_memmap(stage / "samples.npy", mode="w+", dtype=np.uint8, shape=shape)  # filled batch by batch
-        result = sample(model, sampler, steps, args.n, args.context, args.guidance, args.seed,
+        result = sample(model, sampler, steps, args.n, default_context(args.context, model), args.guidance, args.seed,
                         args.device, args.batch_size, frames=0 if args.no_gif else args.gif_n,
                         progress=sys.stderr.isatty(), fast=not args.eager, precision=args.precision,
                         out=images, **options)
@@ -142,6 +145,14 @@ def run_sample(args) -> int:
     print(f"{args.n} samples, {record['sampler']} {record['steps']} steps, NFE {record['nfe']}, "
           f"{record['seconds']:.3f} s ({record['images_per_second']:.1f} images/s) -> {out}")
     return 0
+
+
+def default_context(context: str | None, model) -> str | None:
+    """--context as given; without it "mix" for a model that stores its training class mix (then n sprites have
+    the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context."""
+    if context is not None:
+        return context
+    return "mix" if model.class_mix is not None else None
 
 
 def write_sample_pictures(stage: Path, result, model, args) -> dict:

@@ -1,7 +1,8 @@
 """Context specs: which classes a sample is conditioned on, as a float vector over the class names.
 
-Specs: a class name ("hero"), a mix ("hero=1,food=0.6"), "random" (each sample one random class),
-"none" (the zero vector: unconditional).
+Specs: a class name ("hero"), a blend ("hero=1,food=0.6"), "random" (each sample one class, all equally
+likely), "mix" (each sample one class, drawn with the shares of the model's training labels, so that n samples
+have the training set's class mix), "none" (the zero vector: unconditional).
 """
 from __future__ import annotations
 
@@ -12,22 +13,39 @@ import torch
 
 from .errors import SpriteDiffError
 
+DRAWN = ("random", "mix")  # specs that draw each sample's class from its own generator
+
 
 def parse_context(spec: str | None, classes: Sequence[str], n: int,
-                  generators: Sequence[torch.Generator] | None = None) -> torch.Tensor | None:
+                  generators: Sequence[torch.Generator] | None = None,
+                  class_mix: Sequence[float] | None = None) -> torch.Tensor | None:
     """(n, len(classes)) float32 context for spec, or None for no context.
 
-    generators: one per sample, used by "random" so that sample i's class does not depend on n.
+    generators: one per sample, used by "random" and "mix" so that sample i's class does not depend on n.
+    class_mix: the model's training class shares (SpriteModel.class_mix), which "mix" draws from.
     """
     if spec is None or spec.strip().lower() in ("", "none"):
         return None
-    spec = spec.strip()
-    if spec.lower() == "random":
+    spec, drawn = spec.strip(), spec.strip().lower()
+    if drawn in DRAWN:
         if generators is None:
-            raise ValueError("a random context needs one generator per sample")
-        picks = [int(torch.randint(len(classes), (1,), generator=g)) for g in generators]
-        return torch.nn.functional.one_hot(torch.tensor(picks), len(classes)).float()
+            raise ValueError(f"a {drawn} context needs one generator per sample")
+        if drawn == "random":
+            picks = [int(torch.randint(len(classes), (1,), generator=g)) for g in generators]
+        else:
+            shares = torch.tensor(check_mix_available(class_mix), dtype=torch.float64)
+            picks = [int(torch.multinomial(shares, 1, generator=g)) for g in generators]
+        return torch.nn.functional.one_hot(torch.tensor(picks, dtype=torch.long), len(classes)).float()
     return context_vector(spec, classes).expand(n, -1).clone()
+
+
+def check_mix_available(class_mix: Sequence[float] | None) -> Sequence[float]:
+    """class_mix, or a user error for a model that stores none."""
+    if class_mix is None:
+        raise SpriteDiffError("context 'mix' draws classes with the model's training class mix, and this model "
+                              "stores none (trained without labels, or before spritediff stored it); use a class "
+                              "name, 'random' or 'none'")
+    return class_mix
 
 
 def context_vector(spec: str, classes: Sequence[str]) -> torch.Tensor:

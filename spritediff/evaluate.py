@@ -46,7 +46,8 @@ def add_eval_parser(sub) -> None:
                         f"are scored in memory)")
     p.add_argument("--seed", type=bounded_int(0, MAX_SEED - 1), default=0,
                    help="sample i uses noise stream (seed, i); the two-seed noise run uses seed+1 (default 0)")
-    p.add_argument("--context", help="class name, mix like 'hero=1,food=0.6', 'random', 'data' (the label of a random real "
+    p.add_argument("--context", help="class name, blend like 'hero=1,food=0.6', 'random', 'mix' (classes drawn with "
+                                     "the model's stored training class mix), 'data' (the label of a random real "
                                      "image, so the class mix of --labels) or 'none' (default none); "
                                      "with one, the class accuracy of the samples is reported")
     p.add_argument("--labels", help="(N,K) labels .npy of --data, for --context data")
@@ -120,7 +121,7 @@ def _eval_contexts(args, model, labels):
 
     context_streams = sample_generators(args.seed, args.n, stream=1)
     if (args.context or "").strip().lower() != "data":
-        return parse_context(args.context, model.classes, args.n, context_streams)
+        return parse_context(args.context, model.classes, args.n, context_streams, model.class_mix)
     if labels is None:
         raise SpriteDiffError("--context data draws each sample's context from the real labels: give --labels")
     if labels.shape[1] != model.net.n_cfeat:

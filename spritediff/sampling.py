@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from . import render
 from .checkpoint import SpriteModel
-from .context import parse_context
+from .context import DRAWN, check_mix_available, parse_context
 from .denoiser import DEFAULT_GUIDANCE, Denoiser
 from .errors import SpriteDiffError
 from .fast import graphed_or_eager, prepare_net, resolve_precision
@@ -203,9 +203,12 @@ def _context_rows(context, model: SpriteModel, n: int, seed: int):
     Checked here, before any work: a spec string's names and weights, or a tensor's shape and finiteness.
     """
     if context is None or isinstance(context, str):
-        if isinstance(context, str) and context.strip().lower() == "random":
-            return lambda lo, hi: parse_context("random", model.classes, hi - lo,
-                                                sample_generators(seed, hi - lo, stream=1, start=lo))
+        spec = (context or "").strip().lower()
+        if spec in DRAWN:
+            if spec == "mix":
+                check_mix_available(model.class_mix)
+            return lambda lo, hi: parse_context(spec, model.classes, hi - lo,
+                                                sample_generators(seed, hi - lo, stream=1, start=lo), model.class_mix)
         rows = parse_context(context, model.classes, 1)
         return None if rows is None else (lambda lo, hi: rows.expand(hi - lo, -1))
     return _tensor_context(context, model, n)

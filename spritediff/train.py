@@ -272,7 +272,16 @@ class Trainer:
         net = ContextUnet(self.net.in_channels, self.net.n_feat, self.net.n_cfeat, self.net.height)
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
         classes = self.data.classes or COURSE_CLASSES
-        return SpriteModel(net.eval(), self.schedule, classes, info, prediction_type=self.config.prediction)
+        return SpriteModel(net.eval(), self.schedule, classes, info, prediction_type=self.config.prediction,
+                           class_mix=self.class_mix())
+
+    def class_mix(self) -> tuple[float, ...] | None:
+        """Each class's share of the training labels (None without labels, or all-zero ones): what `sample`
+        draws classes from."""
+        counts = None if self.labels is None else self.labels.double().sum(0)
+        if counts is None or counts.sum() <= 0:
+            return None
+        return tuple((counts / counts.sum()).tolist())
 
 
 def read_state(path: Path, device: torch.device | str = "cpu") -> dict:

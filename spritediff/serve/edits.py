@@ -19,7 +19,7 @@ from .validation import EditRequest
 def run_edit(job: Job, request: EditRequest, model: SpriteModel, batcher: ModelBatcher, store: ResultStore) -> dict:
     """Run one edit operation; returns the "done" event: the grid, each result image, NFE, seconds, id."""
     proxy = SpriteModel(BatchedNet(batcher, model.net, job.check), model.schedule, model.classes, model.info,
-                        prediction_type=model.prediction_type)
+                        prediction_type=model.prediction_type, class_mix=model.class_mix)
     context = request.context.spec(model.classes)
     with batcher.participant():
         result, extra = OPERATIONS[request.op](proxy, request, context)
