@@ -73,7 +73,8 @@ python benchmarks/inpainting_oracle.py
 # 7. peak memory of `sample` (DDIM-1) at n = 1,000 and 100,000 (n = 1,000,000 is in section 8)
 mkdir -p "$out/memory"
 memory() {
-  OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$1.txt" spritediff sample --steps 1 --n "$1" --out "runs/memory_n$1"
+  OMP_NUM_THREADS=1 /usr/bin/time -v -o "$out/memory/n$1.txt" \
+    spritediff sample --sampler ddim --steps 1 --n "$1" --out "runs/memory_n$1"
 }
 if timings; then
   memory 1000

@@ -54,16 +54,20 @@ def add_sampler_option_arguments(p) -> None:
                        help=f"{option.help}: {option.allowed()} (default {default}; {names})")
 
 
+DEFAULT_SAMPLER, DEFAULT_STEPS = "ddpm", 50  # sample's own default (the Python API's is ddim)
+
+
 def sampler_choice(args) -> tuple[str, int | None, dict]:
     """The sampler, its steps (None: its default) and its options from --sampler (a name or a spec such as
     ddim:20:eta=1), --steps and the option flags, parsed and checked; a spec and a flag may not both set one."""
     from .specs import check_sampler, declared_options, read_sampler_spec
 
     given = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_") and v is not None}
-    if ":" in args.sampler:
-        name, steps, options = read_sampler_spec(args.sampler)
+    spec = args.sampler or DEFAULT_SAMPLER
+    if ":" in spec:
+        name, steps, options = read_sampler_spec(spec)
     else:
-        name, steps, options = check_sampler(args.sampler), None, {}
+        name, steps, options = check_sampler(spec), None, {}
     if steps is not None and args.steps is not None:
         raise SpriteDiffError(f"--steps {args.steps} and --sampler {args.sampler} both set the steps; give one")
     for key in given.keys() & options.keys():
@@ -89,12 +93,15 @@ def add_sample_parser(sub) -> None:
                                    "denoise.gif shows the sprites on a checkerboard. DIR is created (or updated) only "
                                    "when all of them are in place.")
     add_model_argument(p)
-    p.add_argument("--sampler", default="ddim", metavar="SAMPLER",
+    p.add_argument("--sampler", metavar="SAMPLER",
                    help=f"a sampler, {', '.join(SAMPLERS)}, or a spec as in bench, e.g. ddim:20:eta=1 or "
                         f"dpmpp-3m:lower_order_final=1; steps and options go in the spec or in their flags, not "
-                        f"both (default: ddim)")
-    p.add_argument("--steps", type=integer, help="sampler steps, any value 1..T (default: ddpm T=500, ddim 20, "
-                                                 "few-step solvers 10); one model call each, heun two")
+                        f"both (default: {DEFAULT_SAMPLER} with {DEFAULT_STEPS} steps, which draws cleaner sprites "
+                        f"than DDIM-20 from the default model, see docs/default_model.md; ddim is the fast, "
+                        f"deterministic one)")
+    p.add_argument("--steps", type=integer, help=f"sampler steps, any value 1..T (default: {DEFAULT_STEPS} without "
+                                                 f"--sampler; ddpm T=500, ddim 20, few-step solvers 10); one model "
+                                                 f"call each, heun two")
     add_sampler_option_arguments(p)
     p.add_argument("--n", type=positive_int, default=32, help="number of samples (default 32; any n, in batches)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
@@ -130,8 +137,10 @@ def run_sample(args) -> int:
     out = prepare_out(args.out)
     sampler, steps, options = sampler_choice(args)
     model = load_model(args.model)
-    if ":" in args.sampler:
+    if args.sampler and ":" in args.sampler:
         read_sampler_spec(args.sampler, model.schedule.T)  # the spec's steps against the model's T
+    if args.sampler is None and steps is None:
+        steps = min(DEFAULT_STEPS, model.schedule.T)
     shape = (args.n, model.net.height, model.net.height, model.net.in_channels)
     check_free_space(out, math.prod(shape), "samples.npy")
     with staged_output(out) as stage:

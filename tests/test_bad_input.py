@@ -31,8 +31,9 @@ def train_args(x, y, out, *extra):
 # --- non-finite numbers -------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, words", [
-    (["--eta", "nan"], ["eta must be a finite number"]),
-    (["--eta", "inf"], ["eta must be a finite number"]),
+    (["--sampler", "ddim", "--eta", "nan"], ["eta must be a finite number"]),
+    (["--sampler", "ddim", "--eta", "inf"], ["eta must be a finite number"]),
+    (["--eta", "0.5"], ["ddpm takes no option eta"]),  # the default sampler is ddpm
     (["--guidance", "inf", "--context", "hero"], ["--guidance", "finite"]),
     (["--guidance", "nan", "--context", "hero"], ["--guidance", "finite"]),
     (["--context", "hero=inf"], ["context weight for 'hero'", "finite"]),

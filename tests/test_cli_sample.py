@@ -99,8 +99,8 @@ BAD_INPUTS = [
     (["--sampler", "euler-maruyama-x"], "unknown sampler"),
     (["--steps", "0"], "steps must be between 1 and T=500"),
     (["--steps", "501"], "steps must be between 1 and T=500"),
-    (["--eta", "-0.5"], "--eta must be between 0 and 1"),
-    (["--eta", "nan"], "--eta must be a finite number"),
+    (["--sampler", "ddim", "--eta", "-0.5"], "--eta must be between 0 and 1"),
+    (["--sampler", "ddim", "--eta", "nan"], "--eta must be a finite number"),
     (["--context", "dragon"], "unknown class 'dragon'"),
     (["--guidance", "-1", "--context", "hero"], "argument --guidance: must be >= 0"),
     (["--n", "0"], "argument --n: must be at least 1"),
@@ -151,3 +151,23 @@ def test_cli_process_prints_no_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "spritediff", "sample", "--model", str(tmp_path / "x.safetensors"),
                            "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("spritediff: error:") and proc.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, sampler, steps", [([], "ddpm", 50), (["--steps", 7], "ddpm", 7),
+                                                  (["--sampler", "ddim"], "ddim", 20),
+                                                  (["--sampler", "ddpm"], "ddpm", 500)])
+def test_sample_defaults_to_ddpm_50_and_named_samplers_keep_their_steps(tiny_model_path, tmp_path, args, sampler,
+                                                                          steps):
+    out = tmp_path / "out"
+    assert run(["sample", "--model", tiny_model_path, "--n", 1, "--no-gif", *args, "--out", out]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert (record["sampler"], record["steps"], record["nfe"]) == (sampler, steps, steps)
+
+
+def test_the_default_steps_fit_a_model_of_fewer_timesteps(tmp_path):
+    model = tiny_model()
+    model.schedule = Schedule.course(30)
+    spritediff.save_model(model, tmp_path / "t30.safetensors")
+    out = tmp_path / "out"
+    assert run(["sample", "--model", tmp_path / "t30.safetensors", "--n", 1, "--no-gif", "--out", out]) == 0
+    assert json.loads((out / "run.json").read_text())["steps"] == 30
