@@ -2,8 +2,10 @@
 # Every measurement behind docs/ on the shipped default model, in one go.
 #   bash benchmarks/results.sh SPRITES_DIR [N]
 # SPRITES_DIR holds sprites_base1788_16x16.npy and sprite_labels_base1788.npy (the course's two files
-# work too, renamed). N: samples per eval row (default 512, the N of every page in docs/).
-# On an idle 2-core CPU with N=512 and the n_feat-64 default: about 95 minutes (2026-11-27). Run it on an idle
+# work too, renamed). N: samples per eval row (default 512, the N of every page in docs/ but the default model's
+# own tables, section 9, at 1,000).
+# On an idle 2-core CPU with N=512 and the n_feat-64 default: about 95 minutes (2026-11-27), and
+# about 12 more for section 9 (estimated from its runs one by one, 2026-11-28). Run it on an idle
 # machine: it times things. LONG=1 adds the measurements that take longer (section 8, about 100 minutes more);
 # without it they are kept as stored. QUALITY_ONLY=1 skips the timings (speed, serving, memory): they depend on
 # the net's architecture, not on its weights, so a retrained model of the same shape keeps them.
@@ -97,3 +99,23 @@ if [[ -n "${LONG:-}" ]]; then
       --out "$out/train_precision/eval_$p"
   done
 fi
+
+# 9. docs/default_model.md on the default model at n = 1,000 (that page's N): the unconditional model, the real
+#    labels and the training class mix at guidance 0 and 0.5, DDPM at 20 and 50 steps (sample's default) and with
+#    the posterior variance; the pictures beside them (about 12 minutes)
+page=(--data "$data" --labels "$labels" --n 1000)
+spritediff eval "${page[@]}" --noise-sampler ddim:20 --context none --samplers ddim:20,dpmpp-2m:10 \
+  --out "$out/n64/final28608_none"
+spritediff eval "${page[@]}" --noise-sampler ddim:20 --context data --guidance 0 --samplers ddim:20,dpmpp-2m:10 \
+  --out "$out/n64/final28608_data"
+for w in 0 0.5; do
+  spritediff eval "${page[@]}" --noise-sampler ddim:20 --context mix --guidance "$w" --samplers ddim:20,dpmpp-2m:10 \
+    --out "$out/n64/final28608_mix_w$w"
+done
+spritediff eval "${page[@]}" --noise-sampler ddim:20 --context mix --guidance 0.5 \
+  --samplers ddpm:20,ddpm:50 --out "$out/n64/final28608_mix_w0.5_ddpm"
+spritediff eval "${page[@]}" --context mix --guidance 0.5 --noise-sampler ddpm:50:variance=posterior \
+  --samplers ddpm:50:variance=posterior,ddpm:20:variance=posterior --out "$out/n64/final28608_mix_w0.5_ddpm_posterior"
+python benchmarks/sampler_grids.py --contexts none,mix --samplers ddim:20 --n 48 --out "$out/n64/no_context_vs_mix.png"
+python benchmarks/sampler_grids.py --contexts mix --samplers ddim:20,ddpm:20,ddpm:100,ddpm:500 --n 36 \
+  --out "$out/n64/samplers_mix.png"
