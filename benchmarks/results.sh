@@ -5,7 +5,7 @@
 # work too, renamed). N: samples per eval row (default 512, the N of every page in docs/ but the default model's
 # own tables, section 9, at 1,000).
 # On an idle 2-core CPU with N=512 and the n_feat-64 default: about 95 minutes (2026-11-27), and
-# about 12 more for section 9 (estimated from its runs one by one, 2026-11-28). Run it on an idle
+# about 20 more for section 9 (estimated from its runs one by one, 2026-11-28). Run it on an idle
 # machine: it times things. LONG=1 adds the measurements that take longer (section 8, about 100 minutes more);
 # without it they are kept as stored. QUALITY_ONLY=1 skips the timings (speed, serving, memory): they depend on
 # the net's architecture, not on its weights, so a retrained model of the same shape keeps them.
@@ -102,7 +102,7 @@ fi
 
 # 9. docs/default_model.md on the default model at n = 1,000 (that page's N): the unconditional model, the real
 #    labels and the training class mix at guidance 0 and 0.5, DDPM at 20 and 50 steps (sample's default) and with
-#    the posterior variance; the pictures beside them (about 12 minutes)
+#    the posterior variance, DDPM-50 at guidance 0, 1 and 2; the pictures beside them (about 20 minutes)
 page=(--data "$data" --labels "$labels" --n 1000)
 spritediff eval "${page[@]}" --noise-sampler ddim:20 --context none --samplers ddim:20,dpmpp-2m:10 \
   --out "$out/n64/final28608_none"
@@ -114,6 +114,10 @@ for w in 0 0.5; do
 done
 spritediff eval "${page[@]}" --noise-sampler ddim:20 --context mix --guidance 0.5 \
   --samplers ddpm:20,ddpm:50 --out "$out/n64/final28608_mix_w0.5_ddpm"
+for w in 0 1 2; do
+  spritediff eval "${page[@]}" --noise-sampler ddpm:50 --context mix --guidance "$w" --samplers ddpm:50 \
+    --out "$out/n64/final28608_mix_w${w}_ddpm50"
+done
 spritediff eval "${page[@]}" --context mix --guidance 0.5 --noise-sampler ddpm:50:variance=posterior \
   --samplers ddpm:50:variance=posterior,ddpm:20:variance=posterior --out "$out/n64/final28608_mix_w0.5_ddpm_posterior"
 python benchmarks/sampler_grids.py --contexts none,mix --samplers ddim:20 --n 48 --out "$out/n64/no_context_vs_mix.png"
