@@ -121,3 +121,39 @@ def test_sample_cli_mix_on_a_model_without_one_is_one_line(tmp_path, tiny_model_
     assert run(["sample", "--model", tiny_model_path, "--context", "mix", "--n", 2, "--out", out]) == 2
     one_line_error(capsys, "mix", "stores none")
     assert not out.exists()
+
+
+def test_the_latent_edits_draw_the_mix_as_sample_does():
+    from spritediff.latent.api import edit
+
+    model, image = mixed_model(), np.full((1, 16, 16, 3), 90, np.uint8)
+    drawn = parse_context("mix", COURSE_CLASSES, 3, sample_generators(4, 3, stream=1), SHARES)
+    common = dict(strength=0.5, n=3, seed=4, steps=4, guidance=1.0)
+    mixed = edit(model, image, context="mix", **common).images
+    for i, row in enumerate(drawn):  # sprite i has its own noise stream: the same sprite as with its class named
+        one_class = edit(model, image, context=COURSE_CLASSES[int(row.argmax())], **common).images
+        assert np.array_equal(mixed[i], one_class[i])
+    assert len({int(row.argmax()) for row in drawn}) > 1  # the draw gave sprites of different classes
+
+
+@pytest.mark.parametrize("context", ["mix", "random"])
+def test_interpolation_refuses_a_drawn_context_in_one_line(context):
+    from spritediff.latent.api import interpolate
+
+    with pytest.raises(SpriteDiffError, match="draws a class per sample"):
+        interpolate(mixed_model(), seeds=[0, 1], frames=3, context=context)
+
+
+def test_the_playground_serves_the_mix_only_for_a_model_that_stores_one():
+    from spritediff.serve.config import ServeConfig
+    from spritediff.serve.validation import parse_context_field
+
+    model = mixed_model()
+    context = parse_context_field("mix", model, ServeConfig())
+    assert context.label(model.classes) == context.spec(model.classes) == "mix"
+    assert torch.equal(context.rows(model, 6, 2), parse_context("mix", COURSE_CLASSES, 6,
+                                                               sample_generators(2, 6, stream=1), SHARES))
+    with pytest.raises(SpriteDiffError, match="stores none"):
+        parse_context_field("mix", tiny_model(), ServeConfig())
+    blend = parse_context_field("hero=1,food=0.5", model, ServeConfig())
+    assert blend.mode == "blend" and blend.label(model.classes) == "hero=1,food=0.5"

@@ -56,6 +56,7 @@ def driver():
 def page_url():
     screenshot = os.environ.get("SPRITEDIFF_SCREENSHOT")
     model = spritediff.load() if screenshot else tiny_model()
+    model.class_mix = model.class_mix or (0.1, 0.4, 0.1, 0.3, 0.1)  # the page then starts on the training mix
     config = ServeConfig() if screenshot else ServeConfig(precision="fp32")
     with run_in_thread(create_app(model, "cpu", config)) as url:
         yield url
@@ -74,9 +75,11 @@ def test_the_playground_in_headless_chromium(driver, page_url, tmp_path):
 
     driver.get(page_url)
     wait_for(driver, "document.body.dataset.ready === 'true'", 30)
+    assert driver.find_element(By.CSS_SELECTOR, "input[name=s-mode][value=mix]").is_selected()
+    assert driver.find_element(By.ID, "s-context-text").text == "Context: mix"
     slider = driver.find_element(By.ID, "s-w-hero")
     slider.send_keys(*[Keys.ARROW_RIGHT] * 20)  # 0 -> 1 in steps of 0.05, as a keyboard user would
-    assert driver.find_element(By.CSS_SELECTOR, "input[name=s-mode][value=mix]").is_selected()
+    assert driver.find_element(By.CSS_SELECTOR, "input[name=s-mode][value=blend]").is_selected()
     assert "hero=1" in driver.find_element(By.ID, "s-context-text").text
     rows = 2 if os.environ.get("SPRITEDIFF_SCREENSHOT") else 1
     n = driver.find_element(By.ID, "s-n")

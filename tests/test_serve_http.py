@@ -23,9 +23,14 @@ from spritediff.serve.server import run_in_thread
 EXACT = ServeConfig(precision="fp32")  # spritediff.sample(precision="fp32") is the reference
 
 
+MIX = (0.1, 0.4, 0.1, 0.3, 0.1)  # a training class mix, so that the 'mix' context is served
+
+
 @pytest.fixture(scope="module")
 def model():
-    return tiny_model()
+    model = tiny_model()
+    model.class_mix = MIX
+    return model
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +52,7 @@ def assert_within_one_grey_level(a: np.ndarray, b: np.ndarray) -> None:
 def test_info_describes_the_model_every_sampler_and_the_limits(client, model):
     info = client.get_json("/api/info")
     assert info["model"]["classes"] == list(model.classes) and info["model"]["size"] == 16
+    assert info["model"]["class_mix"] == list(MIX)
     assert list(info["samplers"]) == list(SAMPLERS)
     assert info["samplers"]["ddim"]["default_steps"] == 20
     assert info["samplers"]["ddim"]["options"]["eta"]["high"] == 1.0
@@ -68,6 +74,7 @@ def test_page_works_offline_with_every_control_explained(client):
     ("ddim", 20, {"eta": 0.5}, "random"),
     ("ddpm", 40, {}, {"hero": 1, "food": 0.6}),
     ("dpmpp-2m", 8, {}, None),
+    ("ddpm", 10, {}, "mix"),
 ])
 def test_sample_gives_spritediff_sample_s_sprites(client, model, sampler, steps, options, context):
     events = client.sample(sampler=sampler, steps=steps, n=5, seed=11, context=context, options=options)
@@ -209,6 +216,7 @@ BAD_EDITS = [
     ({"op": "reconstruct", "image": _sprite(), "method": "magic"}, "method must be one of"),
     ({"op": "reconstruct", "image": _sprite(), "steps": 1000}, "steps must be between"),
     ({"op": "reconstruct", "image": _sprite(), "context": "random"}, "does not apply"),
+    ({"op": "interpolate", "image": _sprite(), "image_b": _sprite(), "context": "mix"}, "does not apply"),
     ({"op": "reconstruct", "image": _sprite(), "n": 2}, "unknown field 'n'"),
     ({"op": "interpolate", "image": _sprite()}, "image_b is required"),
     ({"op": "interpolate", "image": _sprite(), "image_b": _sprite(), "frames": 1}, "frames must be between"),

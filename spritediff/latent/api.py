@@ -15,7 +15,7 @@ from PIL import Image
 
 from .. import render
 from ..checkpoint import SpriteModel
-from ..context import parse_context
+from ..context import DRAWN, parse_context
 from ..denoiser import DEFAULT_GUIDANCE, Denoiser
 from ..errors import SpriteDiffError
 from ..pixels import to_model_space, to_uint8
@@ -103,7 +103,7 @@ def resolve_contexts(model: SpriteModel, context, n: int, labels=None) -> torch.
         return context.float().expand(n, -1) if context.dim() == 1 else context.float()
     if context is not None and context.strip().lower() == "auto":
         return None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.float32)
-    return parse_context(context, model.classes, n, sample_generators(0, n, stream=1))
+    return parse_context(context, model.classes, n, sample_generators(0, n, stream=1), model.class_mix)
 
 
 def check_rgb(model: SpriteModel) -> None:
@@ -205,6 +205,10 @@ def _two_contexts(model: SpriteModel, context) -> tuple[torch.Tensor | None, tor
         context = (context, context)
     if len(context) != 2:
         raise SpriteDiffError(f"--context takes one class for both ends or two (C1 C2), got {len(context)}")
+    for c in context:
+        if isinstance(c, str) and c.strip().lower() in DRAWN:
+            raise SpriteDiffError(f"context {c.strip()!r} draws a class per sample; each end of an interpolation "
+                                  f"takes a class, a blend like 'hero=1,food=0.6' or none")
     return tuple(parse_context(c, model.classes, 1) for c in context)
 
 
@@ -306,7 +310,7 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
     holes = None if mask is None else read_mask(mask, model.net.height)
-    contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1))
+    contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1), model.class_mix)
     net, device = working_net(model, device, torch.float32)
     t0 = round(strength * model.schedule.T)
     settings = {"strength": strength, "t0": t0, "n": n, "seed": seed, "guidance": guidance, "context": context,

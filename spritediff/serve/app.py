@@ -88,7 +88,8 @@ def model_info(model: SpriteModel, device: torch.device, config: ServeConfig) ->
                 for name in SAMPLERS}
     return {"model": {"name": "default model" if model.path is None else Path(model.path).name,
                       "classes": list(model.classes), "size": model.net.height, "T": T,
-                      "credit": model.info.get("credit"), "device": str(device)},
+                      "credit": model.info.get("credit"), "device": str(device),
+                      "class_mix": None if model.class_mix is None else list(model.class_mix)},
             "samplers": samplers, "max_steps": high, "default_guidance": DEFAULT_GUIDANCE,
             "race": {"lanes": list(RACE_LANES), "solvers": race_solvers(), "default_solver": DEFAULT_SOLVER},
             "edit": {"ops": list(EDIT_OPS), "methods": list(METHODS)},

@@ -82,7 +82,7 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
     shape = (net.in_channels, net.height, net.height)
     generators = sample_generators(request.seed, request.n)
     x_T = initial_noise(generators, shape)
-    rows = request.context.rows(model.classes, request.n, request.seed)
+    rows = request.context.rows(model, request.n, request.seed)
     eps_fn = CountingEps(Denoiser(net, model.schedule, rows, request.guidance,
                                     prediction_type=model.prediction_type))
     keeper = FrameKeeper(min(request.n, FRAMES_N))

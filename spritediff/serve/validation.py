@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import SpriteModel
-from ..context import context_vector, parse_context
+from ..context import DRAWN, check_mix_available, context_vector, parse_context
 from ..denoiser import DEFAULT_GUIDANCE
 from ..errors import SpriteDiffError
 from ..latent.api import METHODS, REPAINT_DEFAULT
@@ -68,64 +68,68 @@ def _bool(value, name: str) -> bool:
 @dataclass(frozen=True)
 class Context:
     """What the samples are conditioned on. mode: 'none', 'random' (a random class per sample, from stream
-    (seed, i, 1) as in spritediff.sample) or 'mix'; vector: the mix's weight per class (len(classes),)."""
+    (seed, i, 1) as in spritediff.sample), 'mix' (a class per sample drawn with the model's training class mix,
+    from the same stream) or 'blend'; vector: the blend's weight per class (len(classes),)."""
 
     mode: str
     vector: tuple[float, ...] = ()
 
     def spec(self, classes) -> str:
         """The context as a spec string that spritediff.sample and the latent API take (exact weights)."""
-        if self.mode != "mix":
+        if self.mode != "blend":
             return self.mode
         return ",".join(f"{name}={weight!r}" for name, weight in zip(classes, self.vector))
 
     def label(self, classes) -> str:
-        """A short human label: "hero=1,food=0.6" (non-zero weights only), "random" or "none"."""
-        if self.mode != "mix":
+        """A short human label: "hero=1,food=0.6" (non-zero weights only), "random", "mix" or "none"."""
+        if self.mode != "blend":
             return self.mode
         return ",".join(f"{name}={weight:g}" for name, weight in zip(classes, self.vector) if weight) or "zero"
 
-    def rows(self, classes, n: int, seed: int) -> torch.Tensor | None:
+    def rows(self, model: SpriteModel, n: int, seed: int) -> torch.Tensor | None:
         """(n, K) float32 context rows of samples 0..n-1, exactly as spritediff.sample makes them, or None."""
         if self.mode == "none":
             return None
-        if self.mode == "random":
-            return parse_context("random", classes, n, sample_generators(seed, n, stream=1))
+        if self.mode in DRAWN:
+            return parse_context(self.mode, model.classes, n, sample_generators(seed, n, stream=1), model.class_mix)
         return torch.tensor(self.vector, dtype=torch.float32).expand(n, -1)
 
 
-def parse_context_field(value, classes, config: ServeConfig, name: str = "context") -> Context:
-    """None, "none", "random", a spec string ("hero", "hero=1,food=0.6") or an object {"hero": 1, "food": 0.6}."""
+def parse_context_field(value, model: SpriteModel, config: ServeConfig, name: str = "context") -> Context:
+    """None, "none", "random", "mix" (the model's training class mix, if it stores one), a spec string ("hero",
+    "hero=1,food=0.6") or an object {"hero": 1, "food": 0.6}."""
     if value is None:
         return Context("none")
     if isinstance(value, dict):
-        return _mix_from_object(value, classes, config, name)
+        return _blend_from_object(value, model.classes, config, name)
     if not isinstance(value, str):
-        raise SpriteDiffError(f"{name} must be a class name, a mix like 'hero=1,food=0.6', an object of weights, "
-                              f"'random' or 'none'; got {shown(value)}")
+        raise SpriteDiffError(f"{name} must be a class name, a blend like 'hero=1,food=0.6', an object of weights, "
+                              f"'random', 'mix' or 'none'; got {shown(value)}")
     if len(value) > MAX_SPEC_CHARS:
         raise SpriteDiffError(f"{name} is longer than {MAX_SPEC_CHARS} characters")
     text = value.strip().lower()
     if text in ("", "none"):
         return Context("none")
-    if text == "random":
-        return Context("random")
-    return _mix(context_vector(text, classes), config, name)
+    if text in DRAWN:
+        if text == "mix":
+            check_mix_available(model.class_mix)
+        return Context(text)
+    return _blend(context_vector(text, model.classes), config, name)
 
 
-def _mix_from_object(weights: dict, classes, config: ServeConfig, name: str) -> Context:
+def _blend_from_object(weights: dict, classes, config: ServeConfig, name: str) -> Context:
     vector = torch.zeros(len(classes))
     for key, weight in weights.items():
         if key not in classes:
             raise SpriteDiffError(f"unknown class {key[:40]!r} in {name}; classes are: {', '.join(classes)}")
         vector[classes.index(key)] = check_number(weight, f"{name} weight of {key}")
-    return _mix(vector, config, name)
+    return _blend(vector, config, name)
 
 
-def _mix(vector: torch.Tensor, config: ServeConfig, name: str) -> Context:
+def _blend(vector: torch.Tensor, config: ServeConfig, name: str) -> Context:
     if vector.abs().max() > config.max_weight:
         raise SpriteDiffError(f"{name} weights must be between -{config.max_weight:g} and {config.max_weight:g}")
-    return Context("mix", tuple(float(w) for w in vector))
+    return Context("blend", tuple(float(w) for w in vector))
 
 
 @dataclass(frozen=True)
@@ -151,8 +155,9 @@ SAMPLE_FIELDS = ("sampler", "steps", "options", "n", "seed", "context", "guidanc
 
 
 def parse_sample(payload: dict, model: SpriteModel, config: ServeConfig) -> SampleRequest:
-    """POST /api/sample's body -> SampleRequest. Defaults as spritediff sample's: ddim, its default steps, n 16
-    (the page's), seed 0, no context, guidance 0.5."""
+    """POST /api/sample's body -> SampleRequest. Defaults: ddim with its default steps (interactive; `spritediff
+    sample`'s is ddpm-50), n 16 (the page's), seed 0, no context (the page starts on the training mix), guidance
+    0.5."""
     _fields(payload, SAMPLE_FIELDS, "sample")
     sampler = check_sampler(payload.get("sampler", "ddim"))
     options = payload.get("options", {})
@@ -162,7 +167,7 @@ def parse_sample(payload: dict, model: SpriteModel, config: ServeConfig) -> Samp
         sampler=sampler, steps=_steps(payload.get("steps"), sampler, model, config),
         options=check_options(sampler, options, " (in options)"),
         n=check_int(payload.get("n", 16), "n", 1, config.max_n), seed=check_seed(payload.get("seed", 0)),
-        context=parse_context_field(payload.get("context"), model.classes, config),
+        context=parse_context_field(payload.get("context"), model, config),
         guidance=_guidance(payload.get("guidance", DEFAULT_GUIDANCE), config),
         frames=_bool(payload.get("frames", True), "frames"))
 
@@ -198,7 +203,7 @@ def parse_race(payload: dict, model: SpriteModel, config: ServeConfig) -> RaceRe
                               f"from {', '.join(race_solvers())}")
     common = {"n": check_int(payload.get("n", 4), "n", 1, config.max_race_n),
               "seed": check_seed(payload.get("seed", 0)),
-              "context": parse_context_field(payload.get("context"), model.classes, config),
+              "context": parse_context_field(payload.get("context"), model, config),
               "guidance": _guidance(payload.get("guidance", DEFAULT_GUIDANCE), config)}
     lanes = tuple(SampleRequest(name, _steps(None, name, model, config), {}, **common)
                   for name in (*RACE_LANES, solver))
@@ -253,9 +258,9 @@ def parse_edit(payload: dict, model: SpriteModel, config: ServeConfig) -> EditRe
         fields.update(_sdedit_fields(payload, config, op))
     if op == "inpaint":
         fields["mask"] = _mask(payload.get("mask"), size, config)
-    context = parse_context_field(payload.get("context"), model.classes, config)
-    if context.mode == "random" and op in ("reconstruct", "interpolate"):
-        raise SpriteDiffError(f"context 'random' does not apply to {op}; give a class, a mix or none")
+    context = parse_context_field(payload.get("context"), model, config)
+    if context.mode in DRAWN and op in ("reconstruct", "interpolate"):
+        raise SpriteDiffError(f"context {context.mode!r} does not apply to {op}; give a class, a blend or none")
     return EditRequest(**fields, context=context)
 
 

@@ -172,20 +172,25 @@ function buildMixer() {
     const shown = el("output", { id: `s-w-${name}-out`, text: "0" });
     slider.addEventListener("input", () => {
       shown.textContent = slider.value;
-      document.querySelector("input[name=s-mode][value=mix]").checked = true;
+      document.querySelector("input[name=s-mode][value=blend]").checked = true;
       updateContextText();
     });
-    box.append(el("label", { title: `Weight of ${name} in the mix (0 = absent, 1 = the class as trained)` },
+    box.append(el("label", { title: `Weight of ${name} in the blend (0 = absent, 1 = the class as trained)` },
                   [el("span", { class: "name", text: name }), slider, shown]));
   }
   for (const radio of document.querySelectorAll("input[name=s-mode]")) {
     radio.addEventListener("change", updateContextText);
   }
+  if (state.info.model.class_mix) {  // as spritediff sample: the training class mix by default
+    $("s-mode-mix").hidden = false;
+    document.querySelector("input[name=s-mode][value=mix]").checked = true;
+  }
+  updateContextText();
 }
 
 function sampleContext() {
   const mode = document.querySelector("input[name=s-mode]:checked").value;
-  if (mode !== "mix") return mode;
+  if (mode !== "blend") return mode;
   const weights = {};
   for (const slider of document.querySelectorAll("#s-sliders input")) {
     weights[slider.dataset.class] = Number.parseFloat(slider.value);
@@ -206,6 +211,7 @@ function updateContextText() {
 
 function contextOptions(select, withRandom) {
   select.append(el("option", { value: "none", text: "none" }));
+  if (withRandom && state.info.model.class_mix) select.append(el("option", { value: "mix", text: "training mix" }));
   if (withRandom) select.append(el("option", { value: "random", text: "random" }));
   for (const name of state.info.model.classes) select.append(el("option", { value: name, text: name }));
 }
