@@ -263,6 +263,8 @@ BAD = [
     (["interpolate", "--seeds", "1", "2", "--frames", "1"], "--frames"),
     (["interpolate", "--seeds", "1", "-2"], "--seeds"),
     (["interpolate", "--seeds", "1", "2", "--guidance", "nan"], "--guidance"),
+    (["interpolate", "--seeds", "1", "2", "--context", "random"], "draws a class per sample"),
+    (["interpolate", "--seeds", "1", "2", "--context", "hero", "mix"], "draws a class per sample"),
     (["edit", "{f}/s0.png", "--seed", "-3"], "--seed"),
     (["edit", "{f}/s0.png", "--guidance", "inf"], "--guidance"),
     (["invert", "{f}/s0.png", "--guidance", "nan"], "--guidance"),
