@@ -114,7 +114,8 @@ def add_sample_parser(sub) -> None:
                                      "where the model stores its class mix (the default model does), else none")
     p.add_argument("--guidance", type=nonnegative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight w >= 0 with a context: (1+w) eps(c) - w eps(0); 0 is the "
-                        f"plain conditional model (default {DEFAULT_GUIDANCE}: better precision, recall and class accuracy than 0, see docs/results.md)")
+                        f"plain conditional model, nearly twice as fast (default {DEFAULT_GUIDANCE}: better precision "
+                        f"and class accuracy than 0, worse FD; see docs/results.md)")
     p.add_argument("--nrow", type=bounded_int(1, MAX_NROW), help=f"images per grid row, 1..{MAX_NROW} (default 8); "
                                                                  f"the grid shows the first {GRID_MAX} sprites")
     p.add_argument("--gif-n", type=bounded_int(1, MAX_GIF_N), default=FRAMES_N,
