@@ -197,6 +197,12 @@ def _check_out_array(out, n: int, model: SpriteModel) -> np.ndarray:
     return out
 
 
+def model_contexts(spec: str | None, model: SpriteModel, n: int, seed: int, start: int = 0) -> torch.Tensor | None:
+    """(n, K) context rows of samples start..start+n-1 for a spec string, or None: parse_context with the model's
+    classes and class mix, a drawn class ('random', 'mix') from sample i's stream (seed, i, 1)."""
+    return parse_context(spec, model.classes, n, sample_generators(seed, n, stream=1, start=start), model.class_mix)
+
+
 def _context_rows(context, model: SpriteModel, n: int, seed: int):
     """A function (lo, hi) -> (hi-lo, n_cfeat) float32 context of samples lo..hi-1, or None (no context).
 
@@ -207,8 +213,7 @@ def _context_rows(context, model: SpriteModel, n: int, seed: int):
         if spec in DRAWN:
             if spec == "mix":
                 check_mix_available(model.class_mix)
-            return lambda lo, hi: parse_context(spec, model.classes, hi - lo,
-                                                sample_generators(seed, hi - lo, stream=1, start=lo), model.class_mix)
+            return lambda lo, hi: model_contexts(spec, model, hi - lo, seed, start=lo)
         rows = parse_context(context, model.classes, 1)
         return None if rows is None else (lambda lo, hi: rows.expand(hi - lo, -1))
     return _tensor_context(context, model, n)

@@ -21,7 +21,8 @@ from ..errors import SpriteDiffError
 from ..pixels import to_model_space, to_uint8
 from ..samplers import SAMPLERS
 from ..specs import check_guidance, check_seed, check_steps
-from ..sampling import CountingEps, SampleResult, _merge_frames, initial_noise, resolve_device, sample_generators
+from ..sampling import (CountingEps, SampleResult, _merge_frames, initial_noise, model_contexts, resolve_device,
+                        sample_generators)
 from .editing import inpaint_ddim, noise_to, truncated_schedule
 from .images import check_size, read_images, read_mask
 from .inversion import invert_bdia, invert_ddim, sample_bdia
@@ -103,7 +104,7 @@ def resolve_contexts(model: SpriteModel, context, n: int, labels=None) -> torch.
         return context.float().expand(n, -1) if context.dim() == 1 else context.float()
     if context is not None and context.strip().lower() == "auto":
         return None if labels is None else torch.as_tensor(np.asarray(labels), dtype=torch.float32)
-    return parse_context(context, model.classes, n, sample_generators(0, n, stream=1), model.class_mix)
+    return model_contexts(context, model, n, seed=0)
 
 
 def check_rgb(model: SpriteModel) -> None:
@@ -310,7 +311,7 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
     holes = None if mask is None else read_mask(mask, model.net.height)
-    contexts = parse_context(context, model.classes, n, sample_generators(seed, n, stream=1), model.class_mix)
+    contexts = model_contexts(context, model, n, seed)
     net, device = working_net(model, device, torch.float32)
     t0 = round(strength * model.schedule.T)
     settings = {"strength": strength, "t0": t0, "n": n, "seed": seed, "guidance": guidance, "context": context,

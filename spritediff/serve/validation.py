@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from ..checkpoint import SpriteModel
-from ..context import DRAWN, check_mix_available, context_vector, parse_context
+from ..context import DRAWN, check_mix_available, context_vector
 from ..denoiser import DEFAULT_GUIDANCE
 from ..errors import SpriteDiffError
 from ..latent.api import METHODS, REPAINT_DEFAULT
 from ..samplers import DEFAULT_STEPS, SAMPLERS
 from ..samplers.common import shown
-from ..sampling import sample_generators
+from ..sampling import model_contexts
 from ..specs import check_guidance, check_int, check_number, check_options, check_sampler, check_seed
 from .config import ServeConfig
 from .images import decode_upload
@@ -91,7 +91,7 @@ class Context:
         if self.mode == "none":
             return None
         if self.mode in DRAWN:
-            return parse_context(self.mode, model.classes, n, sample_generators(seed, n, stream=1), model.class_mix)
+            return model_contexts(self.mode, model, n, seed)
         return torch.tensor(self.vector, dtype=torch.float32).expand(n, -1)
 
 
