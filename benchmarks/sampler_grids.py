@@ -20,8 +20,8 @@ from spritediff.specs import parse_sampler_specs
 
 def block(model, context: str, spec, n: int, guidance: float, seed: int) -> np.ndarray:
     """(n, H, W, C) uint8: n sprites of one setting; context 'none' is the unconditional model."""
-    return spritediff.sample(model, spec.name, spec.steps, n=n, context=None if context == "none" else context,
-                             guidance=guidance, seed=seed, frames=False, **spec.options).images
+    return spritediff.sample(model, spec.name, spec.steps, n=n, context=context, guidance=guidance, seed=seed,
+                             frames=False, **spec.options).images
 
 
 def labelled_blocks(label: str, images: np.ndarray, per_row: int) -> list[tuple[str, np.ndarray]]:
