@@ -9,6 +9,7 @@ class asked for.
 """
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ def add_eval_parser(sub) -> None:
     from .arguments import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float
     from .sampling import MAX_BATCH_SIZE
     from .specs import MAX_SEED
+    from .two_sample import SPLITS
 
     p = sub.add_parser("eval", help="FD/KID of samplers against real sprites; quality against NFE and seconds",
                        description="Sample the model with each sampler spec, and compare the samples with the real "
@@ -54,6 +56,11 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--guidance", type=nonnegative_float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight w, used with a context (default {DEFAULT_GUIDANCE})")
     p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
+    p.add_argument("--two-sample", action=argparse.BooleanOptionalAction, default=True,
+                   help="also score each sampler with a classifier two-sample test (default on): the held-out accuracy "
+                        "of a small CNN trained to tell its samples from real sprites, 0.5 = indistinguishable, on "
+                        f"{SPLITS} splits (docs/metric.md); --no-two-sample skips it (about 20 s a sampler at n 1,000 "
+                        "on 2 CPU cores)")
     p.add_argument("--features", help="feature net .safetensors (default: the shipped sprite feature net)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
                    help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
@@ -169,7 +176,10 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
         "metrics": "FD: torchmetrics FrechetInceptionDistance, KID: KernelInceptionDistance (polynomial kernel, "
                    "subsets of min(1000, n)), precision and recall: k-NN manifolds (k = 3, Kynkaanniemi et al. "
                    "2019), all on the sprite feature net's features; class_mix: the net's head's class shares, "
-                   "class_mix_gap: their total variation distance from real_class_mix (docs/metric.md)",
+                   "class_mix_gap: their total variation distance from real_class_mix; c2st: a classifier two-sample "
+                   "test (Lopez-Paz & Oquab 2017), the held-out accuracy of a small CNN telling the samples from real "
+                   "sprites (0.5: indistinguishable), mean of c2st_splits, c2st_stderr the binomial standard error of "
+                   "one split (docs/metric.md)",
         "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
     }
@@ -179,10 +189,12 @@ class Evaluation:
     """Samples each spec and scores it; rows: one dict per spec; noise: the metric's own noise levels."""
 
     def __init__(self, model, features, real: np.ndarray, args, contexts):
+        from .features import sprite_groups
         from .metrics import SpriteQuality
 
         self.model, self.features, self.real, self.args, self.contexts = model, features, real, args, contexts
         self.quality = SpriteQuality(features, real, seed=args.seed)
+        self.real_groups = sprite_groups(real) if getattr(args, "two_sample", True) else None
         self.rows: list[dict] = []
         self.noise: dict = {}
 
@@ -193,6 +205,16 @@ class Evaluation:
                         self.args.device, self.args.batch_size, frames=False, progress=progress,
                         fast=not self.args.eager, precision=self.args.precision, **spec.options)
         return result.images, result
+
+    def two_sample(self, images: np.ndarray) -> dict:
+        """The row's two-sample test: its mean accuracy, per split, and one split's binomial standard error."""
+        from .two_sample import two_sample_test
+
+        if self.real_groups is None:
+            return {}
+        test = two_sample_test(images, self.real, self.real_groups, seed=self.args.seed)
+        return {"c2st": round(test["accuracy"], 4), "c2st_splits": test["splits"],
+                "c2st_stderr": round(test["stderr"], 4)}
 
     def run(self, specs, noise_spec, progress: bool = False) -> None:
         from tqdm.auto import tqdm
@@ -215,7 +237,8 @@ class Evaluation:
                               "recall": round(scores["recall"], 4),
                               "class_mix": [round(float(v), 4) for v in scores["class_mix"]],
                               "class_mix_gap": round(scores["class_mix_gap"], 4),
-                              "class_accuracy": None if accuracy is None else round(accuracy, 4)})
+                              "class_accuracy": None if accuracy is None else round(accuracy, 4),
+                              **self.two_sample(images)})
             first_seed_images.setdefault(str(spec), images)
             bar.update(1)
         bar.set_description(f"{noise_spec} seed {self.args.seed + 1}")
@@ -270,7 +293,9 @@ def format_table(rows: list[dict], noise: dict) -> str:
     width = max([len("sampler")] + [len(r["spec"]) for r in rows])
     head = (f"{'sampler':<{width}}  {'NFE':>5}  {'seconds':>8}  {'FD':>9}  {'KID x1000':>14}  {'prec':>5}  "
             f"{'recall':>6}  {'mix gap':>7}")
+    with_c2st = any("c2st" in r for r in rows)
     head += "  class acc" if with_accuracy else ""
+    head += "   C2ST (2 splits)" if with_c2st else ""
     lines = [head, "-" * len(head)]
     for r in rows:
         line = (f"{r['spec']:<{width}}  {r['nfe']:>5}  {r['seconds']:>8.3f}  {r['fd']:>9.3f}  "
@@ -278,6 +303,8 @@ def format_table(rows: list[dict], noise: dict) -> str:
                 f"{r['class_mix_gap']:>7.3f}")
         if with_accuracy:
             line += f"  {'-' if r['class_accuracy'] is None else format(r['class_accuracy'], '.3f'):>9}"
+        if with_c2st:
+            line += f"   {r['c2st']:.3f} ({', '.join(f'{a:.3f}' for a in r['c2st_splits'])})"
         lines.append(line)
     a, b = noise["real_halves_sizes"]
     lines.append(f"noise: FD real vs real (halves, {a} vs {b}) = {noise['fd_real_halves']:.3f}; "

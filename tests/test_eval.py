@@ -34,6 +34,8 @@ def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, caps
         assert r["fd"] > 0 and r["seconds"] > 0 and np.isfinite(r["kid"]) and r["kid_std"] >= 0
         assert 0 <= r["class_accuracy"] <= 1  # a context was used: the feature net's head scores the samples
         assert r["net_precision"] in ("fp32", "bf16")  # what sample() ran, not a guess made beside it
+        assert len(r["c2st_splits"]) == 2 and r["c2st"] == pytest.approx(np.mean(r["c2st_splits"]), abs=1e-4)
+        assert all(0 <= a <= 1 for a in r["c2st_splits"]) and 0 < r["c2st_stderr"] < 0.5
     noise = record["noise"]
     assert noise["real_halves_sizes"] == [64, 64] and noise["fd_real_halves"] > 0
     assert noise["two_seeds"] == {"spec": "ddim:2", "seeds": [0, 1], "n": 12} and noise["fd_two_seeds"] > 0
@@ -42,7 +44,14 @@ def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, caps
     with Image.open(out / "fd_vs_nfe.png") as plot:
         assert plot.format == "PNG" and plot.size[0] > 400
     table = capsys.readouterr().out
-    assert "ddim:4" in table and "class acc" in table and "real vs real" in table
+    assert "ddim:4" in table and "class acc" in table and "real vs real" in table and "C2ST" in table
+
+
+def test_no_two_sample_leaves_the_test_out(tiny_model_path, fake_sprites, tmp_path, capsys):
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", "ddim:2", "--n", 8,
+                "--no-two-sample", "--out", tmp_path / "e"]) == 0
+    row = json.loads((tmp_path / "e" / "eval.json").read_text())["results"][0]
+    assert "c2st" not in row and "fd" in row and "C2ST" not in capsys.readouterr().out
 
 
 def test_eval_is_reproducible_and_options_reach_the_sampler(tiny_model_path, fake_sprites, tmp_path):
