@@ -71,6 +71,23 @@ def positive_float(text: str) -> float:
     return value
 
 
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def duration(text: str) -> float:
+    """An argparse type: a wall-clock span such as 90s, 30m, 1.5h or 1h30m, in seconds (> 0)."""
+    import re
+
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s)?\s*",
+                         text.lower())
+    if not parts or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"expected a time such as 90s, 30m, 1.5h or 1h30m, got {text!r}")
+    seconds = sum(float(v) * DURATION_UNITS[u] for v, u in zip(parts.groups(), "hms") if v)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0 s, got {text!r}")
+    return seconds
+
+
 def step_list(text: str) -> tuple[int, ...]:
     try:
         steps = tuple(int(part) for part in text.split(",") if part.strip())

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .arguments import (add_fast_path_arguments, add_model_argument, bounded_int, finite_float, integer,
+from .arguments import (add_fast_path_arguments, add_model_argument, bounded_int, duration, finite_float, integer,
                         nonnegative_float, positive_float, positive_int, seed_int, step_list)
 from .bench import add_bench_parser
 from .denoiser import DEFAULT_GUIDANCE
@@ -245,9 +245,17 @@ def add_train_parser(sub) -> None:
     length.add_argument("--steps", type=positive_int, help=f"optimizer steps (default {COURSE_STEPS}: the course's "
                                                            "32 epochs of 89,400 images at batch 100)")
     length.add_argument("--epochs", type=positive_float, help="passes over the given data instead of --steps")
+    length.add_argument("--time", type=duration, metavar="SPAN",
+                        help="train for a wall-clock budget such as 30m, 1h or 1h30m instead of --steps: a few steps "
+                             "are timed on this machine, the run gets as many as fit, and its learning-rate decay "
+                             "and EMA are fitted to that length (recorded in the model; one process only)")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"global batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
                    help=f"Adam learning rate, decayed linearly to 0 (default {d.lr})")
+    p.add_argument("--lr-decay-steps", type=positive_int, default=None, metavar="N",
+                   help="the linear decay reaches 0 at step N, at or past the run's end (default: at its end); "
+                        "larger, the run stops before the learning rate is annealed, as in a run cut short by a "
+                        "time limit")
     p.add_argument("--n-feat", type=positive_int, default=d.n_feat, help=f"U-Net width (default {d.n_feat})")
     p.add_argument("--context-drop", type=finite_float, default=d.context_drop,
                    help=f"probability of training a sample without its context (default {d.context_drop})")
@@ -295,21 +303,29 @@ def run_train(args) -> int:
 
     from .data import load_data
     from .sampling import resolve_device
-    from .train import TrainConfig, check_run_files, run_training
+    from .train import TrainConfig, check_run_files, fit_to_time, run_training
 
     out = model_out_path(args.out)
     check_run_files(out, args.resume, args.overwrite)
+    if args.time and (args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise SpriteDiffError("--time chooses a new run's length in one process; resume with --resume alone, "
+                              "and under torchrun give --steps")
     device = resolve_device(args.device)
     data = load_data(args.data, args.labels, args.channels)
     steps = train_steps(args, len(data), out)
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
                          context_drop=args.context_drop, ema=args.ema, ema_warmup=args.ema_warmup, seed=args.seed,
                          precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
-                         init=args.init)
+                         lr_decay_steps=args.lr_decay_steps or 0, init=args.init)
+    record = None
+    if args.time:
+        config, record = fit_to_time(config, data, device, args.time)
+        print(f"--time {args.time:g} s: {config.steps} steps at {record['probe_seconds_per_step']} s a step, "
+              f"EMA decay {config.ema}", file=sys.stderr)
     model = run_training(config, data, out, device, args.ckpt_every, args.resume,
                          progress=sys.stderr.isatty(), data_name=Path(args.data).name,
                          dtype=torch.float32 if args.fp32 else torch.float16, snapshots=args.snapshots,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, record=record)
     if os.environ.get("RANK", "0") == "0":
         print(f"wrote {out} after {model.info['steps_done']} steps ({model.info['wall_seconds']} s)")
     return 0

@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,7 +41,9 @@ PRECISIONS = ("fp32", "bf16")
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
-PREDATED = {"ema_warmup": False}  # what a checkpoint made before a setting existed did, where that is not its default
+PREDATED = {"ema_warmup": False}
+PROBE_STEPS = 5  # steps timed by --time (after one warm-up step) to choose a run's length
+EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)  # what a checkpoint made before a setting existed did, where that is not its default
 
 
 @dataclass
@@ -60,6 +62,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
     prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
+    lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
     def check(self) -> None:
@@ -75,6 +78,7 @@ class TrainConfig:
                          ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
                          ("prediction", self.prediction in PREDICTION_TYPES),
                          ("min_snr_gamma", self.min_snr_gamma >= 0),
+                         ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
@@ -212,8 +216,8 @@ class Trainer:
         self.net.load_state_dict(model.net.state_dict())
 
     def lr_at(self, step: int) -> float:
-        """The course's linear decay to 0 over the run."""
-        return self.config.lr * (1 - step / self.config.steps)
+        """The course's linear decay, to 0 at the run's end (or at lr_decay_steps, past it)."""
+        return self.config.lr * (1 - step / (self.config.lr_decay_steps or self.config.steps))
 
     def train_step(self) -> float:
         """One optimizer step on this rank's shard of the global batch; returns the global batch's loss."""
@@ -282,6 +286,28 @@ class Trainer:
         if counts is None or counts.sum() <= 0:
             return None
         return tuple((counts / counts.sum()).tolist())
+
+
+def fit_to_time(config: TrainConfig, data: SpriteData, device: torch.device, seconds: float,
+                probe_steps: int = PROBE_STEPS) -> tuple[TrainConfig, dict]:
+    """config with `steps` and `ema` chosen so that the run fits `seconds` of wall time, and the record of how.
+
+    A throwaway Trainer times probe_steps steps after one warm-up on this machine; the run gets as many steps as
+    the rest of the budget holds at that pace (at least 1), its learning rate decays to 0 over them, and its EMA
+    decay is 1 - 1 / (EMA_LENGTH * steps), capped at config.ema, so the saved weights average the run's last
+    tenth however short it is. The length is fixed before the run starts: a resumed run repeats it exactly."""
+    start = time.perf_counter()
+    probe = Trainer(replace(config, steps=MAX_STEPS), data, device)
+    probe.train_step()
+    timed = time.perf_counter()
+    for _ in range(probe_steps):
+        probe.train_step()
+    per_step = (time.perf_counter() - timed) / probe_steps
+    steps = max(1, int((seconds - (time.perf_counter() - start)) / per_step))
+    ema = max(0.0, min(config.ema, 1 - 1 / (EMA_LENGTH * steps)))
+    record = {"time_budget_s": round(seconds, 1), "probe_seconds_per_step": round(per_step, 4),
+              "probe_steps": probe_steps}
+    return replace(config, steps=steps, ema=round(ema, 6)), record
 
 
 def read_state(path: Path, device: torch.device | str = "cpu") -> dict:
@@ -389,12 +415,12 @@ def machine_name(device: torch.device) -> str:
 
 def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch.device, ckpt_every: int = 1000,
                  resume: bool = False, progress: bool = True, data_name: str = "", dtype=torch.float16,
-                 snapshots: tuple[int, ...] = (), overwrite: bool = False) -> SpriteModel:
+                 snapshots: tuple[int, ...] = (), overwrite: bool = False, record: dict | None = None) -> SpriteModel:
     """Train, checkpointing every ckpt_every steps and at the end; returns the EMA model written to out.
 
     At each step in `snapshots` the EMA and raw weights are also kept (snapshot_path), to measure
     quality along the run. An existing run at out is continued (resume) or replaced (overwrite); with
-    neither, it is a user error."""
+    neither, it is a user error. record: what the model's info keeps of how the run was set up (fit_to_time's)."""
     device = local_device(device)
     world = init_world(device)
     try:
@@ -408,7 +434,8 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
             state_path(out).unlink(missing_ok=True)
             log_path(out).unlink(missing_ok=True)
         try:
-            return _train_loop(trainer, out, ckpt_every, progress and world.is_main, data_name, dtype, set(snapshots))
+            return _train_loop(trainer, out, ckpt_every, progress and world.is_main, data_name, dtype, set(snapshots),
+                               record or {})
         except BaseException:
             if world.is_main and not resume and not state_path(out).exists():
                 log_path(out).unlink(missing_ok=True)  # a new run that never checkpointed leaves no half a run
@@ -418,9 +445,9 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
 
 
 def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, data_name: str, dtype,
-                snapshots: set[int]) -> SpriteModel:
+                snapshots: set[int], record: dict) -> SpriteModel:
     config, world = trainer.config, trainer.world
-    info = {"weights": f"EMA (decay {config.ema}) of the training weights", "command": command_line(),
+    info = {**record, "weights": f"EMA (decay {config.ema}) of the training weights", "command": command_line(),
         "data": data_name, "config": asdict(config), "world_size": world.size,
         "machine": machine_name(trainer.device), "torch": torch.__version__, "credit": CREDIT}
     start, first_step = time.perf_counter(), trainer.step

@@ -11,9 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import small_data
+from conftest import one_line_error, run, small_data
 
 from spritediff import train as train_module
+from spritediff.checkpoint import load_model
 from spritediff.cli import main
 from spritediff.data import base_set, load_data
 from spritediff.errors import SpriteDiffError
@@ -510,3 +511,46 @@ def test_init_with_overwrite_replaces_the_run_and_a_misfit_init_leaves_it_whole(
     run_training(TrainConfig(steps=2, batch=8, n_feat=8, init=str(first)), data, out, torch.device("cpu"),
                  progress=False, overwrite=True)
     assert len((tmp_path / "run.log.jsonl").read_text().splitlines()) == 2  # the 3-step run's log is gone
+
+
+def test_lr_decay_steps_past_the_end_stops_before_the_anneal(tmp_path):
+    """With lr_decay_steps 8 over a 4-step run: lr (1 - k / 8) = 1e-3, 8.75e-4, 7.5e-4, 6.25e-4."""
+    trainer = tiny_trainer(tmp_path, steps=4, lr=1e-3, lr_decay_steps=8)
+    used = []
+    trainer.optimizer.register_step_pre_hook(lambda opt, args, kwargs: used.append(opt.param_groups[0]["lr"]))
+    for _ in range(4):
+        trainer.train_step()
+    assert used == pytest.approx([1e-3, 8.75e-4, 7.5e-4, 6.25e-4], rel=1e-12, abs=0)
+    with pytest.raises(SpriteDiffError, match="lr-decay-steps"):
+        TrainConfig(steps=10, lr_decay_steps=9).check()
+
+
+def test_time_fits_the_run_to_the_budget_and_records_it(tmp_path, capsys):
+    x, y = small_data(tmp_path)
+    out = tmp_path / "m.safetensors"
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--batch", 8, "--time", "4s"]) == 0
+    info = load_model(out).info
+    steps, per_step = info["config"]["steps"], info["probe_seconds_per_step"]
+    assert info["time_budget_s"] == 4 and info["steps_done"] == steps >= 1
+    assert steps * per_step <= 4  # the probe's pace times the steps fits the budget
+    assert info["config"]["ema"] == pytest.approx(min(0.999, 1 - 1 / (0.1 * steps)), abs=1e-6)
+    assert f"{steps} steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--time", "10"], "expected a time such as"),
+    (["--time", "1m", "--steps", "5"], "not allowed with argument"),
+])
+def test_bad_time_is_one_line(tmp_path, capsys, extra, message):
+    x, y = small_data(tmp_path)
+    assert run(["train", "--data", x, "--labels", y, "--out", tmp_path / "m.safetensors", *extra]) == 2
+    one_line_error(capsys, message)
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_time_with_resume_is_refused_before_any_work(tmp_path, capsys):
+    x, y = small_data(tmp_path)
+    out = tmp_path / "m.safetensors"
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--steps", 2]) == 0
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--time", "1m", "--resume"]) == 2
+    one_line_error(capsys, "--time")
