@@ -24,8 +24,11 @@ def parse_context(spec: str | None, classes: Sequence[str], n: int,
     generators: one per sample, used by "random" and "mix" so that sample i's class does not depend on n.
     class_mix: the model's training class shares (SpriteModel.class_mix), which "mix" draws from.
     """
-    if spec is None or spec.strip().lower() in ("", "none"):
+    if spec is None or spec.strip().lower() == "none":
         return None
+    if not spec.strip():
+        raise SpriteDiffError("empty context: give a class name, a blend like 'hero=1,food=0.6', 'random', 'mix' or "
+                              "'none'")
     spec, drawn = spec.strip(), spec.strip().lower()
     if drawn in DRAWN:
         if generators is None:

@@ -37,6 +37,8 @@ def train_args(x, y, out, *extra):
     (["--guidance", "inf", "--context", "hero"], ["--guidance", "finite"]),
     (["--guidance", "nan", "--context", "hero"], ["--guidance", "finite"]),
     (["--context", "hero=inf"], ["context weight for 'hero'", "finite"]),
+    (["--context", ""], ["empty context", "'none'"]),
+    (["--context", "  "], ["empty context"]),
     (["--context", "hero=nan"], ["context weight for 'hero'", "finite"]),
     (["--seed", "-1"], ["--seed", "between 0 and"]),
     (["--nrow", "1000"], ["--nrow", "between 1 and 256"]),
