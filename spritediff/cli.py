@@ -144,28 +144,39 @@ def run_sample(args) -> int:
         steps = min(DEFAULT_STEPS, model.schedule.T)
     shape = (args.n, model.net.height, model.net.height, model.net.in_channels)
     check_free_space(out, math.prod(shape), "samples.npy")
+    context, context_note = default_context(args.context, model)
+    if context_note:
+        print(f"spritediff: note: {context_note}", file=sys.stderr)
     with staged_output(out) as stage:
         images = open_memmap(stage / "samples.npy", mode="w+", dtype=np.uint8, shape=shape)  # filled batch by batch
-        result = sample(model, sampler, steps, args.n, default_context(args.context, model), args.guidance, args.seed,
+        result = sample(model, sampler, steps, args.n, context, args.guidance, args.seed,
                         args.device, args.batch_size, frames=0 if args.no_gif else args.gif_n,
                         progress=sys.stderr.isatty(), fast=not args.eager, precision=args.precision,
                         out=images, **options)
         images.flush()
-        record = write_sample_pictures(stage, result, model, args)
+        record = write_sample_pictures(stage, result, model, args, context_note)
     print(f"{args.n} samples, {record['sampler']} {record['steps']} steps, NFE {record['nfe']}, "
           f"{record['seconds']:.3f} s ({record['images_per_second']:.1f} images/s) -> {out}")
     return 0
 
 
-def default_context(context: str | None, model) -> str | None:
+def default_context(context: str | None, model) -> tuple[str | None, str | None]:
     """--context as given; without it "mix" for a model that stores its training class mix (then n sprites have
-    the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context."""
+    the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context. The second value
+    says why a course checkpoint samples without a context (None otherwise), for stderr and run.json."""
     if context is not None:
-        return context
-    return "mix" if model.class_mix is not None else None
+        return context, None
+    if model.class_mix is not None:
+        return "mix", None
+    if not model.path or Path(model.path).suffix not in (".pth", ".pt"):  # trained here without labels: no classes
+        return None, None
+    note = (f"{Path(model.path).name}, a course checkpoint, stores no training class mix, so without "
+            f"--context it samples its unconditional path, which draws worse sprites than its classes do; "
+            f"--context random (or a blend such as 'hero=1,food=0.5') samples through them")
+    return None, note
 
 
-def write_sample_pictures(stage: Path, result, model, args) -> dict:
+def write_sample_pictures(stage: Path, result, model, args, context_note: str | None = None) -> dict:
     """grid.png (the first GRID_MAX sprites), denoise.gif (unless --no-gif) and run.json into stage; the record."""
     from .sampling import GRID_MAX
 
@@ -173,6 +184,8 @@ def write_sample_pictures(stage: Path, result, model, args) -> dict:
               "images_per_second": round(args.n / max(result.seconds, 1e-9), 2),
               "model": model.path or "default", "credit": model.info.get("credit"),
               "grid_n": min(args.n, GRID_MAX), "gif_n": len(result.frames[0][0]) if result.frames else 0}
+    if context_note:
+        record["context_note"] = context_note
     result.grid(args.nrow).save(stage / "grid.png")
     if not args.no_gif:
         result.save_gif(stage / "denoise.gif", args.nrow)

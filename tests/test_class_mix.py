@@ -157,3 +157,22 @@ def test_the_playground_serves_the_mix_only_for_a_model_that_stores_one():
         parse_context_field("mix", tiny_model(), ServeConfig())
     blend = parse_context_field("hero=1,food=0.5", model, ServeConfig())
     assert blend.mode == "blend" and blend.label(model.classes) == "hero=1,food=0.5"
+
+
+def test_a_course_checkpoint_without_a_context_says_so_on_stderr_and_in_run_json(tmp_path, capsys):
+    import json
+
+    import torch
+
+    from conftest import run, tiny_model
+
+    pth = tmp_path / "course.pth"
+    torch.save(tiny_model().net.state_dict(), pth)
+    assert run(["sample", "--model", pth, "--n", 2, "--steps", 2, "--no-gif", "--out", tmp_path / "o"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no training class mix" in err and "--context random" in err
+    assert "--context random" in json.loads((tmp_path / "o" / "run.json").read_text())["context_note"]
+    assert run(["sample", "--model", pth, "--n", 2, "--steps", 2, "--no-gif", "--context", "random",
+                "--out", tmp_path / "r"]) == 0
+    assert "note" not in capsys.readouterr().err
+    assert "context_note" not in json.loads((tmp_path / "r" / "run.json").read_text())
