@@ -1,6 +1,7 @@
 """Variants of one trained model that isolate a post-training cause of quality: weights rounded to fp16 (as
-models are stored), BatchNorm statistics measured on the net itself (spritediff.batchnorm), a constant added
-to every predicted eps (eps+0.015: the output convolution's bias raised), or several joined by '+'.
+models are stored), BatchNorm statistics measured on the net itself (spritediff.batchnorm), BatchNorm statistics
+copied from the live (raw) net of the same step (livebn, with --raw: what the GPU course recipe stores), a
+constant added to every predicted eps (eps0.015: the output convolution's bias raised), or several joined by '+'.
 
     python benchmarks/model_variants.py --model M --data sprites.npy --labels labels.npy --out DIR \
         [--variants fp16,bn,fp16+bn] [--batches 100]
@@ -19,10 +20,10 @@ from spritediff.checkpoint import load_model, save_model
 from spritediff.data import load_data
 
 
-def variant(model, name: str, data, batches: int):
+def variant(model, name: str, data, batches: int, raw=None):
     """A deep copy of model with the changes named in name ('fp16', 'bn', joined by '+')."""
     model = copy.deepcopy(model)
-    for change in name.replace("eps+", "eps").split("+"):
+    for change in name.split("+"):
         if change == "fp16":
             with torch.no_grad():
                 for p in model.net.state_dict().values():
@@ -32,11 +33,17 @@ def variant(model, name: str, data, batches: int):
             labels = None if data.labels is None else data.labels.float()
             recalibrate(model.net, data.images, labels, model.schedule.alphas_cumprod.float(), model.schedule.T,
                         batches=batches)
+        elif change == "livebn":
+            live = raw.net.state_dict()
+            with torch.no_grad():
+                for key, value in model.net.state_dict().items():
+                    if "running_" in key:
+                        value.copy_(live[key])
         elif change.startswith("eps"):
             with torch.no_grad():
                 model.net.out[3].bias += float(change[3:])  # the last layer: eps_hat + delta, everywhere
         else:
-            raise SystemExit(f"unknown change {change!r}: fp16, bn or eps<delta>")
+            raise SystemExit(f"unknown change {change!r}: fp16, bn, livebn or eps<delta>")
     model.info = {**model.info, "variant": name}
     return model
 
@@ -48,14 +55,14 @@ def main() -> None:
     parser.add_argument("--labels")
     parser.add_argument("--variants", default="fp16,bn,fp16+bn")
     parser.add_argument("--batches", type=int, default=100)
+    parser.add_argument("--raw", help="the raw (live) weights of the same step, for livebn")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     model, data = load_model(args.model), load_data(args.data, args.labels)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.variants.split(","):
-        name = name.replace("eps+", "eps")
         path = args.out / f"{name}.safetensors"
-        save_model(variant(model, name, data, args.batches), path)
+        save_model(variant(model, name, data, args.batches, args.raw and load_model(args.raw)), path)
         print(f"-> {path}")
 
 
