@@ -23,7 +23,9 @@ from torch.nn import functional as F
 from .pixels import to_model_space
 
 SPLITS = 2  # repeats on other splits, for the test's own noise
-STEPS = 300  # the critic's Adam steps, whatever n is
+STEPS = 300  # the critic's Adam steps at most: 40 epochs of a training set, at least MIN_STEPS
+MIN_STEPS = 60
+EPOCHS = 40
 BATCH = 64
 LR = 2e-3
 
@@ -46,11 +48,12 @@ class Critic(nn.Module):
 
 
 def two_sample_test(generated: np.ndarray, real: np.ndarray, real_groups: np.ndarray, seed: int = 0,
-                    splits: int = SPLITS, steps: int = STEPS) -> dict:
+                    splits: int = SPLITS, steps: int | None = None) -> dict:
     """Held-out accuracy of critics telling generated from real, one per split, and their mean.
 
     generated: (n,H,W,C) uint8; real: (N,H,W,C) uint8 with real_groups (N,) sprite ids. Each split trains on
-    half of each set (balanced: as many real as generated) and tests on the rest (balanced too).
+    half of each set (balanced: as many real as generated) and tests on the rest (balanced too), for `steps`
+    Adam steps (default: EPOCHS passes over its training images, between MIN_STEPS and STEPS).
     Returns {"accuracy": mean, "splits": [accuracy per split], "stderr": binomial standard error of one split,
     "test_size": images per test set}."""
     if len(generated) < 4 or len(real) < 4:
@@ -67,7 +70,8 @@ def two_sample_test(generated: np.ndarray, real: np.ndarray, real_groups: np.nda
         real_train, real_test = _group_halves(real, real_groups, rng)
         gen_train, real_train = _balanced(gen_train, real_train, rng)
         gen_test, real_test = _balanced(gen_test, real_test, rng)
-        critic = fit_critic(gen_train, real_train, seed=int(rng.integers(2**31)), steps=steps)
+        budget = steps or min(STEPS, max(MIN_STEPS, math.ceil(EPOCHS * 2 * len(gen_train) / BATCH)))
+        critic = fit_critic(gen_train, real_train, seed=int(rng.integers(2**31)), steps=budget)
         accuracies.append(critic_accuracy(critic, gen_test, real_test))
         test_size = len(gen_test) + len(real_test)
     mean = float(np.mean(accuracies))
