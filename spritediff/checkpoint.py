@@ -70,6 +70,8 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path).strip()):
         raise SpriteDiffError(f"model must be a path to a .safetensors or .pth file, got {path!r}")
     path = Path(path) if path is not None else DEFAULT_MODEL
+    if path.is_dir():
+        raise SpriteDiffError(f"--model {path} is a folder; give a model file (.safetensors, or a course .pth)")
     if not path.is_file():
         hint = " (no default model is installed; pass --model)" if path == DEFAULT_MODEL else ""
         raise SpriteDiffError(f"model file not found: {path}{hint}")
@@ -179,12 +181,20 @@ def read_course_state_dict(path: Path) -> dict:
     """A course checkpoint: torch.save(model.state_dict(), path), read without unpickling code."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises several types for corrupt or unsafe files
-        reason = str(err).splitlines()[0][:200] if str(err).strip() else f"{type(err).__name__}, empty or truncated?"
-        raise SpriteDiffError(f"{path} is not a readable PyTorch state_dict: {reason}") from None
+    except Exception as err:  # torch raises several types for corrupt or unsafe files; its text advises unsafe loading
+        raise SpriteDiffError(f"{path} is not a readable course checkpoint: {unreadable_reason(err)}; spritediff "
+                              f"reads torch.save(model.state_dict()) files of tensors only, never pickled code") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise SpriteDiffError(f"{path} does not hold a state_dict of tensors")
     return state
+
+
+def unreadable_reason(err: Exception) -> str:
+    """What torch.load(weights_only=True) found wrong, in our words (never its advice to load unsafely)."""
+    text = str(err)
+    if "Unsupported global" in text or "GLOBAL " in text:  # a pickled object other than tensors
+        return "it holds Python objects besides tensors"
+    return "not a PyTorch file, or empty or truncated"
 
 
 def model_from_state_dict(state: dict, path: str | None = None) -> SpriteModel:

@@ -23,7 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from .checkpoint import SpriteModel, load_model, save_model
+from .checkpoint import SpriteModel, load_model, save_model, unreadable_reason
 from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind
 from .denoiser import PREDICTION_TYPES
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
@@ -315,8 +315,8 @@ def read_state(path: Path, device: torch.device | str = "cpu") -> dict:
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as err:  # torch raises many types for empty, truncated or foreign files
-        message = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
-        raise SpriteDiffError(f"cannot resume from {path}: not a readable training checkpoint ({message})") from None
+        raise SpriteDiffError(f"cannot resume from {path}: not a readable training checkpoint "
+                              f"({unreadable_reason(err)})") from None
     missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
     if missing or not isinstance(state["config"], dict) or not _is_count(state["step"], 0) or \
             not _is_count(state["config"].get("steps"), 1):

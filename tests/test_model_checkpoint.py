@@ -193,8 +193,22 @@ def test_pickled_code_is_refused(tmp_path):
             return (print, ("pwned",))
 
     torch.save({"w": Evil()}, tmp_path / "evil.pth", _use_new_zipfile_serialization=True)
-    with pytest.raises(SpriteDiffError, match="not a readable PyTorch state_dict"):
+    with pytest.raises(SpriteDiffError, match="not a readable course checkpoint: it holds Python objects") as err:
         load_model(tmp_path / "evil.pth")
+    assert "weights_only" not in str(err.value) and "unsafe" not in str(err.value).lower()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a torch file at all", b"PK\x03\x04truncated"])
+def test_a_foreign_pth_names_what_it_is_not_without_torchs_advice(tmp_path, content):
+    (tmp_path / "fake.pth").write_bytes(content)
+    with pytest.raises(SpriteDiffError, match="not a PyTorch file, or empty or truncated") as err:
+        load_model(tmp_path / "fake.pth")
+    assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_folder_given_as_model_is_named_a_folder(tmp_path):
+    with pytest.raises(SpriteDiffError, match="is a folder; give a model file"):
+        load_model(tmp_path)
 
 
 def test_saved_models_are_readable_like_other_files(tmp_path):
