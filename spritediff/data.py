@@ -88,8 +88,17 @@ def read_npy(path: Path, what: str) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except Exception as err:  # numpy raises many types for a damaged header (ValueError, SyntaxError, EOFError...)
-        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
-        raise SpriteDiffError(f"{what}: {path} is not a readable .npy array: {reason}") from None
+        reason = ("it holds Python objects, which spritediff never unpickles" if is_npy(path) and "allow_pickle" in
+                  str(err) else "a .npy file, but a damaged one" if is_npy(path) else "not a .npy file at all")
+        # numpy's own text advises loading unsafely, so it is never passed on
+        accepted = "an (N,H,W,C) uint8 .npy or a folder of images" if what == "data" else "a numeric .npy array"
+        raise SpriteDiffError(f"{what}: {path} is not a readable .npy array ({reason}); give {accepted}") from None
+
+
+def is_npy(path: Path) -> bool:
+    """Whether the file starts with the .npy magic string."""
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"
 
 
 def load_npy(path: Path, labels_path: Path | None) -> SpriteData:

@@ -492,3 +492,15 @@ def test_gif_is_capped_and_optional(tiny_model_path, tmp_path):
     assert run(["sample", "--model", tiny_model_path, "--n", 4, "--steps", 2, "--no-gif", "--out", tmp_path / "b"]) == 0
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["grid.png", "run.json", "samples.npy"]
     assert json.loads((tmp_path / "b" / "run.json").read_text())["gif_n"] == 0
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda path: Image.new("RGB", (16, 16)).save(path, format="PNG"), "not a .npy file at all"),
+    (lambda path: np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True), "holds Python objects"),
+])
+def test_data_that_is_not_a_plain_npy_names_why_without_numpys_unsafe_advice(tmp_path, capsys, make, reason):
+    data = tmp_path / "data.npy"
+    make(data)
+    assert run(["train", "--data", data, "--out", tmp_path / "m.safetensors", "--steps", 1]) == 2
+    err = one_line_error(capsys, reason, "folder of images")
+    assert "allow_pickle" not in err and not (tmp_path / "m.safetensors").exists()
