@@ -17,13 +17,13 @@ def blobs(n: int, seed: int, brightness: tuple[int, int] = (0, 256), background:
 
 
 def test_one_distribution_scores_chance_and_two_distributions_are_told_apart():
-    real = blobs(240, 0, (0, 256))
+    real = blobs(160, 0, (0, 256))
     groups = np.arange(len(real))
-    same = two_sample_test(blobs(240, 1), real, groups, steps=100)
+    same = two_sample_test(blobs(160, 1), real, groups, steps=60)
     assert abs(same["accuracy"] - 0.5) < 4 * same["stderr"], same
-    grey = two_sample_test(blobs(240, 1, background=40), real, groups, steps=100)  # a grey background
+    grey = two_sample_test(blobs(160, 1, background=40), real, groups, steps=60)  # a grey background
     assert grey["accuracy"] > 0.9, grey
-    assert grey["test_size"] == 240 and len(grey["splits"]) == 2
+    assert grey["test_size"] == 160 and len(grey["splits"]) == 2
 
 
 def test_same_inputs_give_the_same_accuracy_and_other_seeds_other_splits():
