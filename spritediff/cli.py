@@ -359,12 +359,30 @@ def train_steps(args, n_images: int, out: Path) -> int:
     return steps
 
 
+def what_was_kept(args) -> str:
+    """What a stopped command leaves behind: train keeps its last checkpoint (and the model written with it); every
+    other command writes --out only once everything succeeded."""
+    if args is None or getattr(args, "run", None) is not run_train:
+        return "--out left as it was"
+    from .train import read_state, state_path
+
+    state = state_path(model_out_path(args.out))
+    if not state.is_file():
+        return "no checkpoint was written yet, nothing is left of this run"
+    try:
+        step = read_state(state)["step"]
+    except SpriteDiffError:
+        return f"the run's last checkpoint is {state}"
+    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {args.out} from it); --resume goes on"
+
+
 COMMANDS = [add_sample_parser, add_convert_parser, add_train_parser, add_bench_parser, add_train_features_parser,
             add_eval_parser, add_invert_parser, add_interpolate_parser, add_edit_parser, add_serve_parser]
 
 
 def main(argv: list[str] | None = None) -> int:
     previous = install_signal_handlers()
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.run(args)
@@ -372,10 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spritediff: error: {' '.join(str(err).split(chr(10)))}", file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
-        print("spritediff: interrupted; --out left as it was", file=sys.stderr)
+        print(f"spritediff: interrupted; {what_was_kept(args)}", file=sys.stderr)
         return 130
     except Terminated:
-        print("spritediff: terminated; --out left as it was", file=sys.stderr)
+        print(f"spritediff: terminated; {what_was_kept(args)}", file=sys.stderr)
         return 143
     finally:
         for signum, handler in previous.items():

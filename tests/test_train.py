@@ -554,3 +554,18 @@ def test_time_with_resume_is_refused_before_any_work(tmp_path, capsys):
     assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--steps", 2]) == 0
     assert run(["train", "--data", x, "--labels", y, "--out", out, "--time", "1m", "--resume"]) == 2
     one_line_error(capsys, "--time")
+
+
+def test_sigterm_during_train_names_the_checkpoint_it_keeps(tmp_path):
+    x, y = small_data(tmp_path, n=40)
+    out = tmp_path / "m.safetensors"
+    proc = subprocess.Popen(train_args(x, y, out, 100_000), env=thread_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not state_path(out).exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    step = torch.load(state_path(out), weights_only=True)["step"]
+    assert proc.returncode == 143 and err.count("\n") == 1 and "left as it was" not in err, err
+    assert f"last checkpoint, step {step}" in err and "--resume" in err and out.is_file()
