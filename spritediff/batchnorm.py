@@ -12,6 +12,7 @@ from torch import nn
 
 from .pixels import to_model_space
 from .rng import keyed_generator
+from .train import noisy
 
 
 @torch.no_grad()
@@ -49,7 +50,7 @@ def training_batch(images: torch.Tensor, labels: torch.Tensor | None, alphas_cum
     x0 = to_model_space(images[rows.to(images.device)])
     noise = torch.randn(x0.shape, generator=g).to(x0.device)
     ab = alphas_cumprod[t.to(x0.device)].view(-1, 1, 1, 1).to(x0.dtype)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    x_t = noisy(x0, noise, ab)
     if labels is None:
         return x_t, t.to(x0.device), None
     keep = (torch.rand(batch, generator=g) >= context_drop).to(x0.dtype).to(x0.device)

@@ -194,7 +194,7 @@ class Evaluation:
 
         self.model, self.features, self.real, self.args, self.contexts = model, features, real, args, contexts
         self.quality = SpriteQuality(features, real, seed=args.seed)
-        self.real_groups = sprite_groups(real) if getattr(args, "two_sample", True) else None
+        self.real_groups = sprite_groups(real) if args.two_sample else None
         self.rows: list[dict] = []
         self.noise: dict = {}
 

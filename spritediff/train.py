@@ -41,9 +41,9 @@ PRECISIONS = ("fp32", "bf16")
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
-PREDATED = {"ema_warmup": False}
+PREDATED = {"ema_warmup": False}  # what a checkpoint made before a setting existed did, where that is not its default
 PROBE_STEPS = 5  # steps timed by --time (after one warm-up step) to choose a run's length
-EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)  # what a checkpoint made before a setting existed did, where that is not its default
+EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)
 
 
 @dataclass
@@ -137,7 +137,7 @@ def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: 
     channels-last input; the loss is fp32. min_snr_gamma > 0 weights each sample by min_snr_weight.
     """
     ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    x_t = noisy(x0, noise, ab)
     low = precision == "bf16"
     if low:
         x_t = x_t.contiguous(memory_format=torch.channels_last)
@@ -148,6 +148,11 @@ def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: 
         return nn.functional.mse_loss(out.float(), target)
     per_sample = (out.float() - target).pow(2).flatten(1).mean(1)
     return (min_snr_weight(ab.flatten(), min_snr_gamma, prediction) * per_sample).mean()
+
+
+def noisy(x0: torch.Tensor, noise: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """The forward process: x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise, with ab (B,1,1,1) broadcast over x0 (B,C,H,W)."""
+    return ab.sqrt() * x0 + (1 - ab).sqrt() * noise
 
 
 def min_snr_weight(ab: torch.Tensor, gamma: float, prediction: str) -> torch.Tensor:
