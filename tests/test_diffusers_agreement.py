@@ -18,7 +18,7 @@ import math
 
 import pytest
 import torch
-from diffusers import (DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
+from diffusers import (DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, HeunDiscreteScheduler,
                        PNDMScheduler, UniPCMultistepScheduler)
 
 from oracle import GaussianMixture
@@ -93,6 +93,66 @@ def test_ddim(setup, steps):
     assert max_diff(theirs, SAMPLERS["ddim"](eps_fn, x_T, schedule, steps=steps)) < AGREE
 
 
+def noise_draws(seed: int, shape: torch.Size, count: int) -> list[torch.Tensor]:
+    """The first `count` float64 draws of shape `shape` from the stream a sampler given Generator(seed) uses."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=generator, dtype=torch.float64) for _ in range(count)]
+
+
+@pytest.mark.parametrize("eta", [0.3, 0.5, 1.0])
+@pytest.mark.parametrize("steps", [10, 20])  # diffusers DDIM steps by T // steps: grids that divide T
+def test_ddim_with_noise(setup, steps, eta):
+    """Stochastic DDIM against diffusers' with the same injected noise: sigma = eta * (posterior std), not
+    sqrt(eta) * ...; our sampler draws no noise on its last step (sigma = 0 there), diffusers multiplies its by 0."""
+    schedule, eps_fn, x_T = setup
+    scheduler = DDIMScheduler(num_train_timesteps=schedule.T, trained_betas=trained_betas(schedule),
+                              clip_sample=False, set_alpha_to_one=True, steps_offset=0, timestep_spacing="trailing")
+    scheduler.set_timesteps(steps)
+    draws = noise_draws(3, x_T.shape, steps - 1) + [torch.zeros_like(x_T)]
+    model, x = diffusers_model(eps_fn), x_T
+    for j, z in zip(scheduler.timesteps, draws):
+        x = scheduler.step(model(x, j), j, x, eta=eta, variance_noise=z).prev_sample
+    ours = SAMPLERS["ddim"](eps_fn, x_T, schedule, steps=steps, eta=eta, generator=torch.Generator().manual_seed(3))
+    assert max_diff(x, ours) < AGREE
+    deterministic = SAMPLERS["ddim"](eps_fn, x_T, schedule, steps=steps)
+    assert max_diff(ours, deterministic) > 100 * AGREE  # the noise was used
+
+
+DDPM_VARIANCE = {"course": "fixed_large", "posterior": "fixed_small"}
+DDPM_AGREE = 1e-4  # diffusers' float32 alphas, amplified by 1 / sqrt(1 - ab_t) at the smallest t of a 500-step chain
+
+
+@pytest.mark.parametrize("variance", ["course", "posterior"])
+@pytest.mark.parametrize("steps", [50, 37, 500])
+def test_ddpm_with_noise(setup, steps, variance):
+    """DDPM against diffusers' with the same noise stream, step by step on a skipped grid too. diffusers adds
+    noise whenever its index j > 0, i.e. our t > 1: the lab's rule, right only at steps = T. On a skipped grid
+    (last kept t > 1) the jump to clean data must add none, so there ours equals diffusers' step minus its noise."""
+    schedule, eps_fn, x_T = setup
+    ts = schedule.timesteps(steps, "trailing")
+    scheduler = DDPMScheduler(num_train_timesteps=schedule.T, trained_betas=trained_betas(schedule),
+                              variance_type=DDPM_VARIANCE[variance], clip_sample=False)
+    scheduler.set_timesteps(timesteps=their_timesteps(ts))
+    states = []
+    ours = SAMPLERS["ddpm"](eps_fn, x_T, schedule, steps=steps, variance=variance,
+                            generator=torch.Generator().manual_seed(5), callback=lambda info: states.append(info.x_t))
+    states.append(ours)
+    draws = noise_draws(5, x_T.shape, steps)
+    model = diffusers_model(eps_fn)
+    for i, j in enumerate(scheduler.timesteps):
+        generator = torch.Generator().manual_seed(5)
+        for _ in range(i):  # the stream's position at step i: one draw per earlier step
+            torch.randn(x_T.shape, generator=generator, dtype=torch.float64)
+        theirs = scheduler.step(model(states[i], j), j, states[i], generator=generator).prev_sample
+        if ts[i + 1] > 0 or ts[i] == 1:
+            assert max_diff(theirs, states[i + 1]) < DDPM_AGREE, i
+        else:
+            their_noise = scheduler._get_variance(j).double().sqrt() * draws[i]
+            assert max_diff(theirs - their_noise, states[i + 1]) < DDPM_AGREE, i
+            if variance == "course":  # the posterior's std is 0 at s = 0 anyway
+                assert their_noise.abs().max().item() > 100 * DDPM_AGREE  # the last step's noise would be visible
+
+
 def dpm_solver(schedule: Schedule, order: int, ts: list[int]) -> DPMSolverMultistepScheduler:
     scheduler = DPMSolverMultistepScheduler(
         num_train_timesteps=schedule.T, trained_betas=trained_betas(schedule), algorithm_type="dpmsolver++",
@@ -112,7 +172,7 @@ def test_dpm_solver_2m(setup, spacing, steps):
     assert max_diff(theirs, ours) < AGREE
 
 
-@pytest.mark.parametrize("steps", [10, 20])
+@pytest.mark.parametrize("steps", [10, 14, 15, 20])  # 14 | 15: the lower-order-final boundary
 def test_dpm_solver_3m_step_by_step(setup, steps):
     """Fed our state at every step, diffusers' 3M step equals ours on its first- and second-order steps; on its
     third-order steps it differs by exactly alpha_t w_2 f[l0, l1, l2], i.e. it weights the x0'' term half as
