@@ -22,6 +22,7 @@ from .context import DRAWN, check_mix_available, parse_context
 from .denoiser import DEFAULT_GUIDANCE, Denoiser
 from .errors import SpriteDiffError
 from .fast import graphed_or_eager, prepare_net, resolve_precision
+from .finite import check_finite
 from .rng import keyed_generator
 from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
 from .samplers.common import check_timesteps, shown
@@ -247,7 +248,7 @@ def _run(model: SpriteModel, plan: dict, progress: bool) -> SampleResult:
     for lo in range(0, n, plan["batch_size"]):
         hi = min(lo + plan["batch_size"], n)
         batch = _sample_batch(net, model, plan, lo, hi, bar)
-        _check_finite(batch.x0, model, plan, lo)
+        check_finite(batch.x0, lo, model.net, plan["guidance"], _rows(plan, lo, hi))
         images[lo:hi] = render.to_uint8(batch.x0)
         seconds += batch.clock.stop()
         kept = _merge_frames(kept, batch.frames)
@@ -290,10 +291,16 @@ class BatchResult:
     clock: Clock
 
 
+def _rows(plan: dict, lo: int, hi: int) -> torch.Tensor | None:
+    """The (hi-lo, K) context rows of samples lo..hi-1 on the CPU, or None (no context)."""
+    return None if plan["contexts"] is None else plan["contexts"](lo, hi)
+
+
 def _batch_eps(net, model: SpriteModel, plan: dict, lo: int, hi: int, x_T: torch.Tensor) -> CountingEps:
     """The counted eps function of samples lo..hi-1: context on the device, bf16 if asked, a CUDA graph if fast."""
     device = plan["device"]
-    ctx = None if plan["contexts"] is None else plan["contexts"](lo, hi).to(device)
+    ctx = _rows(plan, lo, hi)
+    ctx = None if ctx is None else ctx.to(device)
     eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"], bf16=plan["precision"] == "bf16",
                      prediction_type=model.prediction_type)
     if plan["fast"] and device.type == "cuda":
@@ -324,22 +331,6 @@ def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, bar) ->
     x0 = SAMPLERS[plan["sampler"]](eps_fn, x_T, model.schedule, steps=plan["steps"], generator=generators,
                                    callback=record if watched else None, **plan["options"], **plan.get("grid", {}))
     return BatchResult(x0, batch_frames, timesteps, eps_fn.calls, clock)
-
-
-def _check_finite(x0: torch.Tensor, model: SpriteModel, plan: dict, lo: int) -> None:
-    """A user error naming the likely cause if any sample of the batch starting at lo holds NaN or inf."""
-    bad = ~torch.isfinite(x0.flatten(1)).all(1)
-    if not bad.any():
-        return
-    first = lo + int(bad.nonzero()[0])
-    weights_ok = all(torch.isfinite(p).all() for p in model.net.state_dict().values() if p.is_floating_point())
-    if not weights_ok:
-        cause = "the model's weights hold NaN or inf (a damaged or diverged model file)"
-    elif plan["guidance"] > 10 or plan["contexts"] is not None:
-        cause = f"the guidance ({plan['guidance']:g}) or the context weights are too large"
-    else:
-        cause = "the model's output overflowed (a diverged model?)"
-    raise SpriteDiffError(f"sample {first} is not finite (NaN or inf) after sampling; likely cause: {cause}")
 
 
 def _merge_frames(kept: list, batch_frames: list) -> list:

@@ -98,8 +98,18 @@ def test_a_non_finite_sample_is_an_error_naming_the_cause():
         model.net.out[-1].bias[0] = float("inf")  # an in-memory model: nothing checked it at load
     with pytest.raises(SpriteDiffError, match="sample 0 is not finite.*weights hold NaN or inf"):
         spritediff.sample(model, "ddim", steps=2, n=2)
-    with pytest.raises(SpriteDiffError, match="not finite.*guidance"):
+    with pytest.raises(SpriteDiffError, match=r"not finite.*cause: the guidance \(1e\+38\) is too large$"):
         spritediff.sample(tiny_model(), "ddim", steps=2, n=2, context="hero", guidance=1e38)
+    with pytest.raises(SpriteDiffError, match=r"not finite.*cause: the context weights \(largest 1e\+38\) are too"):
+        spritediff.sample(tiny_model(), "ddim", steps=2, n=2, context="hero=1e38", guidance=0)
+
+
+def test_an_overflow_with_a_context_does_not_blame_the_guidance():
+    model = tiny_model()
+    with torch.no_grad():
+        model.net.out[-1].bias[0] = 3e38  # finite weights whose output overflows
+    with pytest.raises(SpriteDiffError, match=r"sample 0 is not finite.*cause: the model's output overflowed"):
+        spritediff.sample(model, "ddim", steps=2, n=2, context="hero", guidance=1)
 
 
 def test_json_written_is_strict(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from ..checkpoint import SpriteModel
 from ..denoiser import Denoiser
-from ..errors import SpriteDiffError
+from ..finite import check_finite
 from ..pixels import to_uint8
 from ..samplers import SAMPLERS, StepInfo
 from ..sampling import FRAMES_N, CountingEps, SampleResult, initial_noise, sample_generators
@@ -98,7 +98,7 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
         x0 = SAMPLERS[request.sampler](eps_fn, x_T, model.schedule, steps=request.steps, generator=generators,
                                        callback=callback, **request.options)
         seconds = time.perf_counter() - start
-    check_finite(x0, request)
+    check_finite(x0, 0, model.net, request.guidance, rows)
     images = to_uint8(x0)
     settings = request.settings(model.classes)
     result = SampleResult(images, *keeper.kept(), eps_fn.calls, seconds, settings)
@@ -106,12 +106,3 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
     return {"type": "done", "id": result_id, "nfe": eps_fn.calls, "seconds": round(seconds, 4),
             "images_per_second": round(request.n / max(seconds, 1e-9), 2), "settings": settings,
             "grid": grid_url(images), "sprites": [data_url(image) for image in images]}
-
-
-def check_finite(x0: torch.Tensor, request: SampleRequest) -> None:
-    """A user error naming the first non-finite sample and the likely cause (as spritediff.sample says it)."""
-    bad = ~torch.isfinite(x0.flatten(1)).all(1)
-    if bad.any():
-        first = int(bad.nonzero()[0])
-        raise SpriteDiffError(f"sample {first} is not finite (NaN or inf) after sampling; likely cause: the guidance "
-                              f"({request.guidance:g}) or the context weights are too large, or a diverged model")
