@@ -6,7 +6,7 @@ import pytest
 import torch
 from oracle import GaussianMixture
 
-from spritediff.samplers import SAMPLERS
+from spritediff.samplers import OPTIONS, SAMPLERS
 from spritediff.schedule import Schedule
 
 SCHED = Schedule.course()
@@ -79,6 +79,14 @@ def test_ddim_is_deterministic_and_eta_adds_noise():
     assert (a - c).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("eta", [-1e-9, 1.0 + 1e-9, 2.0])
+def test_ddim_refuses_eta_outside_its_declared_range(eta):
+    assert OPTIONS["ddim"]["eta"].low == 0.0 and OPTIONS["ddim"]["eta"].high == 1.0
+    with pytest.raises(ValueError, match="eta must be in \\[0, 1\\]"):
+        SAMPLERS["ddim"](EPS, noise(2, 1), SCHED, steps=2, eta=eta)
+    SAMPLERS["ddim"](EPS, noise(2, 1), SCHED, steps=2, eta=min(max(eta, 0.0), 1.0))  # the bounds themselves run
+
+
 def test_one_ddim_step_is_the_predicted_x0():
     x_T = noise(8, 9)
     t = torch.full((8,), 500)
@@ -115,3 +123,15 @@ def test_per_sample_generators_make_rows_independent_of_the_batch():
     full = SAMPLERS["ddpm"](EPS, noise(4, 11), SCHED, steps=25, generator=gens())
     part = SAMPLERS["ddpm"](EPS, noise(4, 11)[2:], SCHED, steps=25, generator=gens()[2:])
     torch.testing.assert_close(full[2:], part, rtol=0, atol=1e-12)
+
+
+def test_keyed_generator_seeds_from_both_state_words_without_overlap():
+    """The 64-bit seed is (word0 << 32) | word1 of the keys' SeedSequence state: flipping any bit of either word
+    changes the seed, so no two key tuples share a stream by a carry between overlapping bits."""
+    from spritediff.rng import keyed_generator
+
+    for keys in [(0,), (1, 2), (2**31, 7, 1)]:
+        word0, word1 = np.random.SeedSequence(list(keys)).generate_state(2, dtype=np.uint32)
+        seed = keyed_generator(*keys).initial_seed()
+        assert (seed >> 32, seed & 0xFFFFFFFF) == (int(word0), int(word1))
+    assert len({keyed_generator(seed, i).initial_seed() for seed in range(20) for i in range(50)}) == 1000

@@ -29,8 +29,8 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
-    if eta < 0:
-        raise ValueError(f"eta must be >= 0, got {eta}")
+    if not 0.0 <= eta <= 1.0:  # OPTIONS["eta"]'s range: beyond 1, sigma can exceed the jump's whole noise budget
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
     ts = sampler_grid(schedule, steps, spacing, timesteps)
     x = x_T
     for i, (t, s) in enumerate(zip(ts[:-1], ts[1:])):
