@@ -171,8 +171,23 @@ def test_api_edit_ends(tiny):
     same = spritediff.edit(tiny, image, strength=0.0, n=2)
     assert np.array_equal(same.images, np.stack([image, image])) and same.nfe == 0
     fresh = spritediff.edit(tiny, image, strength=1.0, context="hero", n=2, seed=3, steps=10)
-    plain = spritediff.sample(tiny, "ddim", steps=10, n=2, context="hero", seed=3, fast=False, precision="fp32")
+    plain = spritediff.sample(tiny, "ddim", steps=10, n=2, context="hero", seed=3, precision="fp32")
     assert np.array_equal(fresh.images, plain.images) and fresh.nfe == 10
+
+
+def test_latent_tools_leave_the_callers_net_as_it_was():
+    model = tiny_model()
+    model.net.train()
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    image = sprites(1)[0]
+    spritediff.invert(model, sprites(2), steps=4)
+    spritediff.invert(model, sprites(2), steps=4, method="exact", dtype=torch.float64)
+    spritediff.edit(model, image, strength=0.5, n=2, steps=4)
+    spritediff.interpolate(model, seeds=(1, 2), frames=3, steps=4)
+    assert model.net.training
+    after = model.net.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].dtype == before[k].dtype for k in before)
+    assert after["out.3.weight"].is_contiguous()  # not left channels-last
 
 
 def test_api_inpainting_keeps_pixels_outside_the_mask(tiny):
@@ -188,7 +203,7 @@ def test_api_inpainting_keeps_pixels_outside_the_mask(tiny):
 
 def test_api_interpolate_seeds_starts_at_the_samples(tiny):
     result = spritediff.interpolate(tiny, seeds=(5, 6), frames=5, steps=10, context=("hero", "food"))
-    exact = {"fast": False, "precision": "fp32"}  # the latent tools run the net as stored, in fp32 or fp64
+    exact = {"precision": "fp32"}  # the latent tools run sample's fast path in fp32
     first = spritediff.sample(tiny, "ddim", steps=10, n=1, context="hero", seed=5, **exact).images[0]
     last = spritediff.sample(tiny, "ddim", steps=10, n=1, context="food", seed=6, **exact).images[0]
     assert np.abs(result.images[0].astype(int) - first).max() <= 1  # batched convs may round differently

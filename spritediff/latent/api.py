@@ -18,6 +18,7 @@ from ..checkpoint import SpriteModel
 from ..context import DRAWN, parse_context
 from ..denoiser import DEFAULT_GUIDANCE, Denoiser
 from ..errors import SpriteDiffError
+from ..fast import prepare_net
 from ..pixels import to_model_space, to_uint8
 from ..samplers import SAMPLERS
 from ..specs import check_guidance, check_seed, check_steps
@@ -92,10 +93,12 @@ class EditResult(SampleResult):
 
 
 def working_net(model: SpriteModel, device: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.device]:
-    """The model's net on device in dtype, eval mode; a copy when the dtype changes (the model stays as it was)."""
+    """An eval-mode copy of the model's net on device (the caller's net keeps its device, mode and weights):
+    in float32 spritediff.sample's fast path (prepare_net), in float64 the plain net (the exact method's floor)."""
     device = resolve_device(device)
-    net = model.net if dtype == torch.float32 else copy.deepcopy(model.net)
-    return net.to(device=device, dtype=dtype).eval(), device
+    if dtype == torch.float32:
+        return prepare_net(model.net, device, fast=True), device
+    return copy.deepcopy(model.net).to(device=device, dtype=dtype).eval(), device
 
 
 def resolve_contexts(model: SpriteModel, context, n: int, labels=None) -> torch.Tensor | None:
