@@ -96,6 +96,8 @@ def working_net(model: SpriteModel, device: str | None, dtype: torch.dtype) -> t
     """An eval-mode copy of the model's net on device (the caller's net keeps its device, mode and weights):
     in float32 spritediff.sample's fast path (prepare_net), in float64 the plain net (the exact method's floor)."""
     device = resolve_device(device)
+    if not isinstance(model.net, torch.nn.Module):  # an injected stand-in (the server's BatchedNet): used as is
+        return model.net.to(device=device, dtype=dtype).eval(), device
     if dtype == torch.float32:
         return prepare_net(model.net, device, fast=True), device
     return copy.deepcopy(model.net).to(device=device, dtype=dtype).eval(), device
