@@ -254,3 +254,66 @@ def test_batching_off_runs_one_request_at_a_time():
             thread.join()
         stats = client.get_json("/api/status")["batching"]
     assert stats["requests_per_call"] == 1.0 and stats["model_calls"] == 30
+
+
+def test_a_burst_of_48_clients_leaves_every_result_downloadable():
+    """48 clients at once (DDIM-20, n 4, frames on): every stream ends done, and afterwards every one of the 48
+    results can still be downloaded (the store keeps each for results_keep_s, not the last few)."""
+    model = tiny_model()
+    with run_in_thread(create_app(model, "cpu", ServeConfig(precision="fp32"))) as url:
+        client = PlaygroundClient(url)
+        done = [None] * 48
+
+        def ask(i):
+            done[i] = client.sample(sampler="ddim", steps=20, n=4, seed=i)[-1]
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(48)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert all(event["type"] == "done" for event in done)
+        for i, event in enumerate(done):
+            assert client.download_npy(event["id"]).shape == (4, 16, 16, 3)
+            assert client.download(event["id"], "denoise.gif")[:6] == b"GIF89a"
+        kept = client.get_json("/api/status")["results"]
+    assert kept["results"] == 48 and 0 < kept["bytes"] <= kept["budget_bytes"]
+
+
+def test_results_expire_after_keep_s_and_not_before():
+    from spritediff.serve.results import ResultStore, result_bytes
+
+    now = [0.0]
+    store = ResultStore(keep_s=600, budget_bytes=10**9, clock=lambda: now[0])
+    result = spritediff.sample(tiny_model(), "ddim", steps=3, n=2)
+    first = store.put(result, "a")
+    now[0] = 300.0
+    second = store.put(result, "b")
+    now[0] = 599.9
+    assert store.get(first)[1] == "a" and store.get(second)[1] == "b"
+    now[0] = 600.0
+    assert store.get(first) is None and store.get(second)[1] == "b"
+    assert store.usage()["bytes"] == result_bytes(result) > result.images.nbytes  # frames count too
+    now[0] = 900.0
+    assert store.get(second) is None and store.usage() == {"results": 0, "bytes": 0, "budget_bytes": 10**9,
+                                                           "keep_s": 600}
+
+
+def test_the_largest_request_fits_its_worst_case_and_a_full_store_refuses_before_any_work():
+    from spritediff.serve.results import worst_result_bytes
+
+    model, config = tiny_model(), ServeConfig(precision="fp32")
+    worst = worst_result_bytes(config, 16 * 16 * 3)
+    with run_in_thread(create_app(model, "cpu", config)) as url:
+        client = PlaygroundClient(url)
+        client.sample(sampler="ddim", steps=config.max_steps, n=config.max_n)
+        assert 0.5 * worst < client.get_json("/api/status")["results"]["bytes"] <= worst
+    tight = ServeConfig(precision="fp32", results_budget_mb=(worst + 100) / 2**20)  # one worst case, no more
+    with run_in_thread(create_app(model, "cpu", tight)) as url:
+        client = PlaygroundClient(url)
+        first = client.sample(sampler="ddim", steps=5, n=2)[-1]
+        with pytest.raises(APIError) as caught:  # the first result (15 KB) plus one worst case exceed the budget
+            client.sample(sampler="ddim", steps=5, n=2)
+        assert caught.value.status == 503 and "fill the" in caught.value.message and "\n" not in caught.value.message
+        assert client.get_json("/api/status")["batching"]["model_calls"] == 5  # nothing ran for the refused one
+        assert client.download_npy(first["id"]).shape == (2, 16, 16, 3)

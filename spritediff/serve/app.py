@@ -42,7 +42,7 @@ from .config import ServeConfig
 from .edits import run_edit
 from .images import frame_url
 from .jobs import END, Busy, Job, Scheduler
-from .results import DOWNLOADS, ResultStore, download
+from .results import DOWNLOADS, ResultStore, download, worst_result_bytes
 from .runs import run_sample
 from .validation import (DEFAULT_SOLVER, EDIT_OPS, RACE_LANES, HTTPError, parse_edit, parse_json, parse_race,
                          parse_sample, race_solvers)
@@ -67,12 +67,21 @@ class Playground:
         net = prepare_net(model.net, device, fast=True)  # as spritediff.sample's default fast path (a copy)
         self.batcher = ModelBatcher(net, device, config.batch_rows(device.type), config.batch_wait_ms / 1000,
                                     bf16=self.precision == "bf16")
-        self.scheduler = Scheduler(config.active_limit, config.queue)
-        self.store = ResultStore(config.results_kept)
+        self.store = ResultStore(config.results_keep_s, int(config.results_budget_mb * 2**20))
+        worst = worst_result_bytes(config, model.net.height**2 * model.net.in_channels)
+        self.scheduler = Scheduler(config.active_limit, config.queue, partial(self.store_room, worst=worst))
         folder = resources.files(__package__) / "static"
         self.page = (folder / "index.html").read_bytes()
         self.static = {name: (folder / name).read_bytes() for name in STATIC}
         self.info = model_info(model, device, config) | {"precision": self.precision}
+
+    def store_room(self, in_flight: int, worst: int) -> str | None:
+        """None if the kept results and a worst-case result of each of in_flight requests fit the store's
+        budget, else the reason to refuse a new request (so no result shown is ever dropped early)."""
+        if self.store.has_room(in_flight, worst):
+            return None
+        return (f"the results of the last {self.config.results_keep_s / 60:g} minutes fill the "
+                f"{self.config.results_budget_mb:g} MB kept for their downloads")
 
     def close(self) -> None:
         self.scheduler.cancel_all()
@@ -172,7 +181,8 @@ async def info(playground: Playground, request: Request) -> JSONResponse:
 
 
 async def status(playground: Playground, request: Request) -> JSONResponse:
-    return JSONResponse({**playground.scheduler.status(), "batching": playground.batcher.stats.public()})
+    return JSONResponse({**playground.scheduler.status(), "batching": playground.batcher.stats.public(),
+                         "results": playground.store.usage()})
 
 
 async def read_json(request: Request, limit: int) -> dict:
@@ -308,7 +318,8 @@ async def result_download(playground: Playground, request: Request) -> Response:
     kind = request.path_params["kind"]
     item = playground.store.get(request.path_params["result_id"])
     if item is None or kind not in DOWNLOADS:
-        return error(404, "no such result (results are kept in memory for a while, then dropped)")
+        return error(404, f"no such result (each result is kept {playground.config.results_keep_s / 60:g} minutes "
+                          f"after it was made)")
     result, name = item
     data = await anyio.to_thread.run_sync(download, result, kind)
     if data is None:

@@ -37,7 +37,8 @@ class ServeConfig:
     max_upload_bytes: int = 64 * 1024  # one uploaded PNG, after base64 decoding
     max_body_bytes: int = 256 * 1024  # one JSON request body
     frame_interval_s: float = 0.05  # a running request streams at most one frame per interval
-    results_kept: int = 16  # finished results whose downloads stay available (least recently used dropped)
+    results_keep_s: float = 600.0  # every finished result stays downloadable this long after it was shown
+    results_budget_mb: float = 512.0  # memory for kept results; a request that might not fit is refused (503)
 
     @property
     def active_limit(self) -> int:

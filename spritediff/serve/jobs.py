@@ -80,10 +80,11 @@ class Job:
 
 class Scheduler:
     """At most `active` jobs run at once, each on its own thread; at most `queue` more wait, first come first
-    served. submit() beyond that raises Busy."""
+    served. submit() beyond that raises Busy, as it does when room(jobs in flight after admission) answers a
+    reason (the result store's memory budget: app.Playground)."""
 
-    def __init__(self, active: int, queue: int):
-        self.active, self.capacity = active, active + queue
+    def __init__(self, active: int, queue: int, room: Callable[[int], str | None] = lambda in_flight: None):
+        self.active, self.capacity, self.room = active, active + queue, room
         self._lock = threading.Lock()
         self._waiting: deque[Job] = deque()
         self._running: set[Job] = set()
@@ -94,6 +95,9 @@ class Scheduler:
             if len(self._running) + len(self._waiting) + len(jobs) > self.capacity:
                 raise Busy(f"server busy: {len(self._running)} requests running and {len(self._waiting)} waiting "
                            f"(at most {self.capacity}); try again in a moment")
+            reason = self.room(len(self._running) + len(self._waiting) + len(jobs))
+            if reason is not None:
+                raise Busy(f"server busy: {reason}; try again in a moment")
             self._waiting.extend(jobs)
             self._start_ready()
             for ahead, job in enumerate(self._waiting):
