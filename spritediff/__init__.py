@@ -13,6 +13,6 @@ from .sampling import SampleResult, sample
 from .schedule import Schedule
 from .sprites import CREDIT
 
-__version__ = "0.1.0"
+__version__ = "0.1.1"
 __all__ = ["load", "sample", "save_model", "SpriteModel", "SampleResult", "Schedule", "SpriteDiffError", "CREDIT",
            "invert", "interpolate", "edit", "InversionResult", "InterpolationResult", "EditResult"]
