@@ -99,7 +99,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
 
 
 # in_channels: 3 (RGB) or 4 (RGBA, straight alpha as a fourth channel in [-1, 1])
-NET_LIMITS = {"in_channels": (3, 4), "n_feat": (8, 1024), "n_cfeat": (1, 1000), "height": (8, 64)}
+NET_LIMITS = {"in_channels": (3, 4), "n_feat": (8, 1024), "n_cfeat": (0, 1000), "height": (8, 64)}
 
 
 def build_net(net_config: dict, path) -> ContextUnet:

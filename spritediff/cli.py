@@ -176,13 +176,18 @@ def default_context(context: str | None, model) -> tuple[str | None, str | None]
     return None, note
 
 
+def _credit(model) -> dict:
+    """{"credit": line} where the model carries the course's credit line (trained on its sprites), else {}."""
+    return {"credit": model.info["credit"]} if model.info.get("credit") else {}
+
+
 def write_sample_pictures(stage: Path, result, model, args, context_note: str | None = None) -> dict:
     """grid.png (the first GRID_MAX sprites), denoise.gif (unless --no-gif) and run.json into stage; the record."""
     from .sampling import GRID_MAX
 
     record = {**result.settings, "nfe": result.nfe, "seconds": round(result.seconds, 4),
               "images_per_second": round(args.n / max(result.seconds, 1e-9), 2),
-              "model": model.path or "default", "credit": model.info.get("credit"),
+              "model": model.path or "default", **_credit(model),
               "grid_n": min(args.n, GRID_MAX), "gif_n": len(result.frames[0][0]) if result.frames else 0}
     if context_note:
         record["context_note"] = context_note

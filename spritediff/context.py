@@ -29,6 +29,7 @@ def parse_context(spec: str | None, classes: Sequence[str], n: int,
     if not spec.strip():
         raise SpriteDiffError("empty context: give a class name, a blend like 'hero=1,food=0.6', 'random', 'mix' or "
                               "'none'")
+    check_has_classes(spec.strip(), classes)
     spec, drawn = spec.strip(), spec.strip().lower()
     if drawn in DRAWN:
         if generators is None:
@@ -40,6 +41,13 @@ def parse_context(spec: str | None, classes: Sequence[str], n: int,
             picks = [int(torch.multinomial(shares, 1, generator=g)) for g in generators]
         return torch.nn.functional.one_hot(torch.tensor(picks, dtype=torch.long), len(classes)).float()
     return context_vector(spec, classes).expand(n, -1).clone()
+
+
+def check_has_classes(spec: str, classes: Sequence[str]) -> None:
+    """A user error for any context given to a model without classes (trained on unlabelled images)."""
+    if not classes:
+        raise SpriteDiffError(f"context {spec[:40]!r}: this model has no classes (it was trained on images without "
+                              f"labels or class folders); sample it without a context")
 
 
 def check_mix_available(class_mix: Sequence[float] | None) -> Sequence[float]:

@@ -9,6 +9,7 @@ is stored as 0 (black): the model does not learn colours nobody sees.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -165,6 +166,17 @@ def _read_image(path: Path) -> np.ndarray:
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
         raise SpriteDiffError(f"{path} is not a readable image: {reason}") from None
+
+
+COURSE_SPRITES_SHA256 = "0e579a20b0aeb42d628c25101d2d86d459be74b904301992ba211796e90995c8"  # its 1,788 base sprites
+
+
+def is_course_sprites(images: np.ndarray) -> bool:
+    """Whether images (N,H,W,C) uint8 are the course's sprites: its 1,788 base sprites, or its tiled 89,400-row file,
+    identified by content (SHA-256 of the (1788,16,16,3) base rows in file order)."""
+    base, _ = base_set(images)
+    return base.shape == (1788, 16, 16, 3) and hashlib.sha256(np.ascontiguousarray(base).tobytes()).hexdigest() \
+        == COURSE_SPRITES_SHA256
 
 
 def base_set(images: np.ndarray, labels: np.ndarray | None = None):

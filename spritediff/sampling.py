@@ -211,6 +211,8 @@ def _context_rows(context, model: SpriteModel, n: int, seed: int):
     """
     if context is None or isinstance(context, str):
         spec = (context or "").strip().lower()
+        if spec in DRAWN and not model.classes:
+            parse_context(spec, model.classes, 1)  # the one-line error of a model without classes
         if spec in DRAWN:
             if spec == "mix":
                 check_mix_available(model.class_mix)

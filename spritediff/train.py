@@ -24,7 +24,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .checkpoint import SpriteModel, load_model, save_model, unreadable_reason
-from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind
+from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind, is_course_sprites
 from .denoiser import PREDICTION_TYPES
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
@@ -34,7 +34,7 @@ from .pixels import to_model_space
 from .provenance import command_line
 from .rng import keyed_generator
 from .schedule import Schedule
-from .sprites import COURSE_CLASSES, CREDIT
+from .sprites import CREDIT
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")
@@ -189,7 +189,7 @@ class Trainer:
             raise SpriteDiffError(f"--batch {config.batch} must be divisible by the {world.size} processes")
         self.config, self.data, self.device, self.world = config, data, device, world
         self.schedule = Schedule.course(config.T)
-        n_cfeat = data.labels.shape[1] if data.labels is not None else 5
+        n_cfeat = data.labels.shape[1] if data.labels is not None else 0  # no labels: no classes, no context
         with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed; the caller's RNG is left alone
             torch.manual_seed(config.seed)
             self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
@@ -280,7 +280,7 @@ class Trainer:
     def _as_model(self, source: nn.Module, info: dict) -> SpriteModel:
         net = ContextUnet(self.net.in_channels, self.net.n_feat, self.net.n_cfeat, self.net.height)
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
-        classes = self.data.classes or COURSE_CLASSES
+        classes = self.data.classes
         return SpriteModel(net.eval(), self.schedule, classes, info, prediction_type=self.config.prediction,
                            class_mix=self.class_mix())
 
@@ -454,7 +454,9 @@ def _train_loop(trainer: Trainer, out: Path, ckpt_every: int, progress: bool, da
     config, world = trainer.config, trainer.world
     info = {**record, "weights": f"EMA (decay {config.ema}) of the training weights", "command": command_line(),
         "data": data_name, "config": asdict(config), "world_size": world.size,
-        "machine": machine_name(trainer.device), "torch": torch.__version__, "credit": CREDIT}
+        "machine": machine_name(trainer.device), "torch": torch.__version__}
+    if is_course_sprites(trainer.data.images.numpy()):  # the credit line belongs to the course's sprites only
+        info["credit"] = CREDIT
     start, first_step = time.perf_counter(), trainer.step
     bar = tqdm(total=config.steps, initial=trainer.step, disable=not progress or None, unit="step", dynamic_ncols=True)
     with open(log_path(out), "a") if world.is_main else open(os.devnull, "w") as log:

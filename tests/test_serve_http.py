@@ -299,3 +299,18 @@ def test_edit_operations_agree_with_the_latent_api(client, model):
     assert len(strip["images"]) == 5 and len(strip["norms"]) == 5
     ends = client.download_npy(strip["id"])[[0, -1]]
     assert_within_one_grey_level(ends, sprite)
+
+
+def test_a_model_without_classes_refuses_every_context_before_any_work():
+    from spritediff.checkpoint import SpriteModel
+    from spritediff.models.context_unet import ContextUnet
+    from spritediff.schedule import Schedule
+
+    classless = SpriteModel(ContextUnet(3, 8, 0, 16).eval(), Schedule.course(), (), {})
+    with run_in_thread(create_app(classless, "cpu", ServeConfig(precision="fp32"))) as url:
+        client = PlaygroundClient(url)
+        for context in ("random", "mix", "hero", {"hero": 1}):
+            with pytest.raises(APIError) as caught:
+                client.sample(sampler="ddim", steps=2, n=1, context=context)
+            assert caught.value.status == 400 and "this model has no classes" in caught.value.message, context
+        assert client.sample(sampler="ddim", steps=2, n=1)[-1]["type"] == "done"

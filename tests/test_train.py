@@ -1,4 +1,5 @@
 """Training: data loading and its errors, exact resume after SIGKILL, DDP equals one process, NaN stop."""
+import json
 import os
 import signal
 import subprocess
@@ -569,3 +570,47 @@ def test_sigterm_during_train_names_the_checkpoint_it_keeps(tmp_path):
     step = torch.load(state_path(out), weights_only=True)["step"]
     assert proc.returncode == 143 and err.count("\n") == 1 and "left as it was" not in err, err
     assert f"last checkpoint, step {step}" in err and "--resume" in err and out.is_file()
+
+
+def _own_art(root: Path, classes: tuple[str, ...]) -> Path:
+    """A folder of 16x16 PNGs: flat without classes, else one subfolder per class."""
+    for k, name in enumerate(classes or ("",)):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(4):
+            Image.fromarray(np.full((16, 16, 3), 40 * k + 9 * i, np.uint8)).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("classes", [(), ("circle", "square")])
+def test_a_model_knows_exactly_the_classes_it_was_trained_with(tmp_path, capsys, classes):
+    data = _own_art(tmp_path / "art", classes)
+    model_path = tmp_path / "m.safetensors"
+    assert run(["train", "--data", data, "--out", model_path, "--steps", 2, "--batch", 4, "--n-feat", 8]) == 0
+    model = load_model(model_path)
+    assert model.classes == classes and model.net.n_cfeat == len(classes) and "credit" not in model.info
+    assert model.class_mix == (None if not classes else (0.5, 0.5))
+    capsys.readouterr()
+    out = tmp_path / "s"
+    assert run(["sample", "--model", model_path, "--n", 2, "--steps", 2, "--sampler", "ddim", "--out", out]) == 0
+    assert "credit" not in json.loads((out / "run.json").read_text())
+    refused = ("hero", "hero=1,food=0.5") + (() if classes else ("random", "mix"))
+    for spec in refused:
+        assert run(["sample", "--model", model_path, "--n", 2, "--steps", 2, "--context", spec,
+                    "--out", tmp_path / "refused"]) == 2
+        err = capsys.readouterr().err
+        assert ("circle, square" if classes else "this model has no classes") in err, err
+        assert err.count("\n") == 1 and not (tmp_path / "refused").exists()
+    for spec in ("circle", "random", "mix") if classes else ():
+        assert run(["sample", "--model", model_path, "--n", 2, "--steps", 2, "--context", spec,
+                    "--out", tmp_path / spec]) == 0
+
+
+def test_only_the_course_s_sprites_carry_its_credit_line(sprites_dir, tmp_path):
+    from spritediff.data import is_course_sprites
+
+    base = np.load(sprites_dir / "sprites_base1788_16x16.npy")
+    assert is_course_sprites(base) and is_course_sprites(np.tile(base, (50, 1, 1, 1)))
+    changed = base.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert not is_course_sprites(changed) and not is_course_sprites(base[:1000])

@@ -6,6 +6,8 @@ the first convolution's output instead, so a forward pass is a function of the w
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -72,15 +74,17 @@ class UnetUp(nn.Module):
 
 
 class EmbedFC(nn.Module):
-    """(B, input_dim) -> (B, emb_dim): Linear, GELU, Linear."""
+    """(B, input_dim) -> (B, emb_dim): Linear, GELU, Linear. input_dim may be 0 (a model without classes)."""
 
     def __init__(self, input_dim: int, emb_dim: int):
         super().__init__()
         self.input_dim = input_dim
-        self.model = nn.Sequential(nn.Linear(input_dim, emb_dim), nn.GELU(), nn.Linear(emb_dim, emb_dim))
+        with warnings.catch_warnings():  # a (emb_dim, 0) weight has nothing to initialise, which torch warns of
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors is a no-op")
+            self.model = nn.Sequential(nn.Linear(input_dim, emb_dim), nn.GELU(), nn.Linear(emb_dim, emb_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.reshape(-1, self.input_dim))
+        return self.model(x.reshape(x.shape[0], self.input_dim))  # input_dim 0 (no classes): a learned constant
 
 
 class ContextUnet(nn.Module):

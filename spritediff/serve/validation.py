@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import SpriteModel
-from ..context import DRAWN, check_mix_available, context_vector
+from ..context import DRAWN, check_has_classes, check_mix_available, context_vector
 from ..denoiser import DEFAULT_GUIDANCE
 from ..errors import SpriteDiffError
 from ..latent.api import METHODS, REPAINT_DEFAULT
@@ -101,6 +101,8 @@ def parse_context_field(value, model: SpriteModel, config: ServeConfig, name: st
     if value is None:
         return Context("none")
     if isinstance(value, dict):
+        if value:
+            check_has_classes(str(next(iter(value))), model.classes)
         return _blend_from_object(value, model.classes, config, name)
     if not isinstance(value, str):
         raise SpriteDiffError(f"{name} must be a class name, a blend like 'hero=1,food=0.6', an object of weights, "
@@ -110,6 +112,7 @@ def parse_context_field(value, model: SpriteModel, config: ServeConfig, name: st
     text = value.strip().lower()
     if text in ("", "none"):
         return Context("none")
+    check_has_classes(text, model.classes)
     if text in DRAWN:
         if text == "mix":
             check_mix_available(model.class_mix)
