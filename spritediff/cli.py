@@ -27,6 +27,7 @@ from .interrupts import Terminated, install_signal_handlers
 from .latent_cli import add_edit_parser, add_interpolate_parser, add_invert_parser
 from .outputs import check_free_space, model_out_path, prepare_out, staged_output, write_json
 from .serve.cli import add_serve_parser  # imports no web module until `serve` runs
+from .sprites import credit_record
 
 MAX_NROW = 256  # images per grid row: keeps the GIF (two grids side by side) under GIF's 65,535-pixel width
 MAX_GIF_N = 256  # sprites in the GIF at most
@@ -176,18 +177,13 @@ def default_context(context: str | None, model) -> tuple[str | None, str | None]
     return None, note
 
 
-def _credit(model) -> dict:
-    """{"credit": line} where the model carries the course's credit line (trained on its sprites), else {}."""
-    return {"credit": model.info["credit"]} if model.info.get("credit") else {}
-
-
 def write_sample_pictures(stage: Path, result, model, args, context_note: str | None = None) -> dict:
     """grid.png (the first GRID_MAX sprites), denoise.gif (unless --no-gif) and run.json into stage; the record."""
     from .sampling import GRID_MAX
 
     record = {**result.settings, "nfe": result.nfe, "seconds": round(result.seconds, 4),
               "images_per_second": round(args.n / max(result.seconds, 1e-9), 2),
-              "model": model.path or "default", **_credit(model),
+              "model": model.path or "default", **credit_record(model.info),
               "grid_n": min(args.n, GRID_MAX), "gif_n": len(result.frames[0][0]) if result.frames else 0}
     if context_note:
         record["context_note"] = context_note

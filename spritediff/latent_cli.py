@@ -14,7 +14,7 @@ import numpy as np
 
 from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
-from .sprites import CREDIT
+from .sprites import credit_record
 
 
 def check_out(path: str) -> None:
@@ -32,7 +32,7 @@ def write_record(stage: Path, record: dict) -> None:
 
 
 def model_record(model) -> dict:
-    return {"model": model.path or "default", "credit": model.info.get("credit") or CREDIT}
+    return {"model": model.path or "default", **credit_record(model.info)}
 
 
 def add_invert_parser(sub) -> None:

@@ -8,3 +8,9 @@ COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 def class_names(n: int) -> tuple[str, ...]:
     """The names of n context classes: the course's when n is theirs (5), else class0 .. class{n-1}."""
     return COURSE_CLASSES if n == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(n))
+
+
+def credit_record(info: dict) -> dict:
+    """{"credit": the line} for a record (run.json) of a model whose info carries it (trained on the course's
+    sprites), else {}: a model of other images does not credit the course's artists."""
+    return {"credit": info["credit"]} if info.get("credit") else {}
