@@ -242,7 +242,8 @@ def test_cli_invert_writes_latents_reconstructions_grid_record(tiny_model_path, 
     assert recon.dtype == np.uint8 and np.array_equal(recon, np.load(files / "four.npy"))
     record = json.loads((out / "run.json").read_text())
     assert record["method"] == "exact" and record["steps"] == 5 and record["context"] == "auto"
-    assert len(record["errors"]) == 4 and record["mse_max"] < 1e-10 and "kyrise" in record["credit"]
+    assert len(record["errors"]) == 4 and record["mse_max"] < 1e-10
+    assert "credit" not in record  # the tiny model was not trained on the course's sprites
 
 
 def test_cli_interpolate_and_edit(tiny_model_path, files, tmp_path):

@@ -614,3 +614,6 @@ def test_only_the_course_s_sprites_carry_its_credit_line(sprites_dir, tmp_path):
     changed = base.copy()
     changed[0, 0, 0, 0] ^= 1
     assert not is_course_sprites(changed) and not is_course_sprites(base[:1000])
+    from spritediff.sprites import CREDIT, credit_record
+
+    assert credit_record({"credit": CREDIT}) == {"credit": CREDIT} and credit_record({"source": "test"}) == {}
