@@ -314,3 +314,8 @@ def test_a_model_without_classes_refuses_every_context_before_any_work():
                 client.sample(sampler="ddim", steps=2, n=1, context=context)
             assert caught.value.status == 400 and "this model has no classes" in caught.value.message, context
         assert client.sample(sampler="ddim", steps=2, n=1)[-1]["type"] == "done"
+
+
+def test_the_race_says_why_ddpm_draws_other_sprites_from_the_same_noise(client):
+    page = client.request("GET", "/")[2].decode()
+    assert "DDPM adds fresh noise at every step" in page
