@@ -39,8 +39,10 @@ def driver():
         _missing("selenium is not installed (pip install -e '.[test]')")
     browser = next((path for path in map(shutil.which, BROWSERS) if path), None)
     chromedriver = shutil.which("chromedriver")
-    if browser is None or chromedriver is None:
-        _missing("headless Chromium not found (apt-get install chromium chromium-driver)")
+    if browser is None:
+        _missing(f"no Chromium found (looked for {', '.join(BROWSERS)}; apt-get install chromium chromium-driver)")
+    if chromedriver is None:
+        _missing(f"{browser} is there but chromedriver is not (apt-get install chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = browser
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
