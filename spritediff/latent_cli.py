@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,21 +120,27 @@ def run_interpolate(args) -> int:
     from .outputs import prepare_out, staged_output
 
     check_out(args.out)
+    start = time.perf_counter()
     model = load_model(args.model)
+    loaded = time.perf_counter()
     context = None if args.context is None else args.context[0] if len(args.context) == 1 else args.context
     result = interpolate(model, args.seeds, args.images, args.frames, context, args.steps, args.method,
                          args.guidance, args.device)
-    record = {**result.settings, "alphas": [round(float(a), 6) for a in result.alphas],
-              "latent_norms": [round(float(v), 4) for v in result.norms], "nfe": result.nfe,
-              "seconds": round(result.seconds, 3), **model_record(model)}
     out = prepare_out(args.out)
     with staged_output(out) as stage:
+        written = time.perf_counter()
         result.grid().save(stage / "strip.png")
         result.save_gif(stage / "interpolation.gif")
         np.save(stage / "frames.npy", result.images)
         np.save(stage / "latents.npy", result.latents.numpy().astype(np.float32))
+        parts = {"load_model": loaded - start, "invert": result.invert_seconds,
+                 "decode": result.seconds - result.invert_seconds, "write": time.perf_counter() - written}
+        record = {**result.settings, "alphas": [round(float(a), 6) for a in result.alphas],
+                  "latent_norms": [round(float(v), 4) for v in result.norms], "nfe": result.nfe,
+                  "seconds": round(time.perf_counter() - start, 3),
+                  "seconds_parts": {name: round(value, 3) for name, value in parts.items()}, **model_record(model)}
         write_record(stage, record)
-    print(f"{args.frames} frames, slerp, DDIM {args.steps} steps, {result.seconds:.2f} s -> {out}")
+    print(f"{args.frames} frames, slerp, DDIM {args.steps} steps, {record['seconds']:.2f} s -> {out}")
     return 0
 
 

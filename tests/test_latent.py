@@ -251,6 +251,10 @@ def test_cli_interpolate_and_edit(tiny_model_path, files, tmp_path):
                 "--model", tiny_model_path, "--out", tmp_path / "i"]) == 0
     assert Image.open(tmp_path / "i" / "interpolation.gif").n_frames == 6  # forth and back: 4 + 2
     assert np.load(tmp_path / "i" / "frames.npy").shape == (4, 16, 16, 3)
+    record = json.loads((tmp_path / "i" / "run.json").read_text())
+    parts = record["seconds_parts"]
+    assert sorted(parts) == ["decode", "invert", "load_model", "write"] and parts["invert"] > 0  # what one waits for
+    assert sum(parts.values()) <= record["seconds"] + 0.005 and min(parts.values()) >= 0
     assert run(["edit", files / "s0.png", "--mask", files / "mask.png", "--n", 2, "--steps", 5,
                 "--model", tiny_model_path, "--out", tmp_path / "e"]) == 0
     edits = np.load(tmp_path / "e" / "edits.npy")

@@ -55,11 +55,13 @@ class InversionResult(SampleResult):
 @dataclass
 class InterpolationResult(SampleResult):
     """images: (K,H,W,3) uint8 frames along the slerp path; alphas: (K,) positions in [0, 1];
-    latents: (K,C,H,W) the interpolated x_T; norms: (K,) their norms (sqrt(d) for a typical N(0, I) latent)."""
+    latents: (K,C,H,W) the interpolated x_T; norms: (K,) their norms (sqrt(d) for a typical N(0, I) latent).
+    seconds: inverting the images (invert_seconds) and decoding every frame."""
 
     alphas: np.ndarray = None
     latents: torch.Tensor = None
     norms: np.ndarray = None
+    invert_seconds: float = 0.0  # the part of `seconds` spent inverting the two images (0 from seeds)
 
     def grid(self, nrow: int | None = None, scale: int = 4) -> Image.Image:
         """The strip: all frames in one row (or nrow per row)."""
@@ -265,6 +267,7 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     c_a, c_b = _two_contexts(model, context)
     net, device = working_net(model, device, torch.float32)
     shape = (net.in_channels, net.height, net.height)
+    invert_start = time.perf_counter()
     if seeds is not None:
         ends, ends_t1, settings = _ends_from_seeds(seeds, shape).to(device), None, {"seeds": list(seeds)}
     else:
@@ -279,13 +282,14 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
                                     prediction_type=model.prediction_type))
     recorder = FrameRecorder()
     start = time.perf_counter()
+    invert_seconds = start - invert_start if images is not None else 0.0
     x = decode(eps_fn, path, path_t1, model, steps, recorder)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start + invert_seconds
     settings.update({"frames": frames, "steps": steps, "guidance": guidance, "context": context,
                      "device": str(device)})
     norms = path.flatten(1).norm(dim=1).cpu().numpy()
     return InterpolationResult(to_uint8(x), recorder.frames, recorder.timesteps, eps_fn.calls, seconds, settings,
-                               alphas.numpy(), path.cpu(), norms)
+                               alphas.numpy(), path.cpu(), norms, invert_seconds)
 
 
 def edit_steps(steps: int, t0: int, T: int) -> int:
