@@ -61,7 +61,7 @@ def test_rgba_pngs_train_and_sample_with_transparency_end_to_end(tmp_path):
                 "--n-feat", 8, "--fp32"]) == 0
     model = spritediff.load(model_path)
     assert (model.net.in_channels, model.net.height) == (4, 32)  # the PNGs' transparency made it RGBA
-    assert metadata(model_path)["net"] == {"arch": "ContextUnet", "in_channels": 4, "n_feat": 8, "n_cfeat": 5,
+    assert metadata(model_path)["net"] == {"arch": "ContextUnet", "in_channels": 4, "n_feat": 8, "n_cfeat": 0,
                                            "height": 32}
 
     out = tmp_path / "samples"
