@@ -88,6 +88,7 @@ def test_fd_of_a_set_with_itself_is_zero(features):
     assert abs(frechet_distance(features, a, a)) < 1e-6 * scale
 
 
+@pytest.mark.slow
 def test_fd_and_kid_grow_as_real_sprites_are_degraded(features, sprites):
     images = sprites[0]
     quality = SpriteQuality(features, images, kid_subsets=10)
@@ -122,6 +123,7 @@ def test_knn_radius_is_the_distance_to_the_kth_other_point():
     assert coverage(points, knn_radii(points, k=1), torch.tensor([[11.5], [-1.5]], dtype=torch.float64)) == 0.0
 
 
+@pytest.mark.slow
 def test_precision_falls_with_poor_sprites_and_recall_with_too_few_kinds(features, sprites):
     images, labels = sprites
     quality = SpriteQuality(features, images, kid_subsets=5)
@@ -142,6 +144,7 @@ def curves(features, sprites):
     return disturbance_curves(features, images, images, kid_subsets=5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gaussian noise", "blur", "colour jitter", "salt and pepper", "swapped patches",
                                   "palette noise"])
 def test_fd_rises_with_every_kind_of_damage(curves, name):
@@ -282,6 +285,7 @@ def test_train_features_command(tmp_path, capsys):
 # --- the validation on a model: more steps, visibly better sprites, a better score --------------------
 
 
+@pytest.mark.slow
 def test_the_shipped_model_scores_better_with_the_steps_that_make_it_look_better(features, sprites):
     """DDIM-1 sprites are blurred blobs, DDIM-2 soft, DDIM-20 crisp (docs/metric.md shows them): the
     metric must agree, and real held-out sprites must beat them all."""
@@ -301,6 +305,7 @@ def test_the_shipped_model_scores_better_with_the_steps_that_make_it_look_better
     assert scores[20]["precision"] > scores[2]["precision"] > scores[1]["precision"]
 
 
+@pytest.mark.slow
 def test_class_mix_gap_is_zero_for_the_real_mix_and_a_class_share_when_that_class_is_missing(features, sprites):
     """Dropping every sprite of one predicted class c from the real set leaves the others' shares in proportion, so
     the total variation distance to the real mix is exactly c's real share (0.5 (m + (1 - m) m / (1 - m)) = m)."""

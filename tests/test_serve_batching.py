@@ -256,6 +256,7 @@ def test_batching_off_runs_one_request_at_a_time():
     assert stats["requests_per_call"] == 1.0 and stats["model_calls"] == 30
 
 
+@pytest.mark.slow
 def test_a_burst_of_48_clients_leaves_every_result_downloadable():
     """48 clients at once (DDIM-20, n 4, frames on): every stream ends done, and afterwards every one of the 48
     results can still be downloaded (the store keeps each for results_keep_s, not the last few)."""
@@ -299,6 +300,7 @@ def test_results_expire_after_keep_s_and_not_before():
                                                            "keep_s": 600}
 
 
+@pytest.mark.slow
 def test_the_largest_request_fits_its_worst_case_and_a_full_store_refuses_before_any_work():
     from spritediff.serve.results import worst_result_bytes
 

@@ -96,6 +96,7 @@ def thread_env():
     return {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     x, y = small_data(tmp_path, n=40)
     steps = 400
