@@ -12,6 +12,11 @@ def add_model_argument(parser) -> None:
     parser.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
 
 
+def add_device_argument(parser) -> None:
+    """--device, declared once for every command: checked by sampling.resolve_device when the command runs."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default cpu)")
+
+
 def integer(text: str) -> int:
     try:
         return int(text)

@@ -280,7 +280,7 @@ def cpu_name() -> str:
 
 
 def add_bench_parser(sub) -> None:
-    from .arguments import add_model_argument, bounded_int, positive_int
+    from .arguments import add_device_argument, add_model_argument, bounded_int, positive_int
 
     p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
                        description="Time each sampler on one model: median wall time over --repeat runs after a "
@@ -293,7 +293,7 @@ def add_bench_parser(sub) -> None:
                                       "(default: ddpm:T,ddim:20)")
     p.add_argument("--n", type=bounded_int(1, MAX_BENCH_N), default=32,
                    help=f"samples per run, one batch, 1..{MAX_BENCH_N} (default 32)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_device_argument(p)
     p.add_argument("--repeat", type=positive_int, default=3, help="timed runs per sampler; the median is shown "
                                                                  "(default 3)")
     p.add_argument("--precision", type=precision_list, default=["auto"],

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .arguments import (add_fast_path_arguments, add_model_argument, bounded_int, duration, finite_float, integer,
-                        nonnegative_float, positive_float, positive_int, seed_int, step_list)
+from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int, duration,
+                        finite_float, integer, nonnegative_float, positive_float, positive_int, seed_int, step_list)
 from .bench import add_bench_parser
 from .denoiser import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
@@ -122,7 +122,7 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--gif-n", type=bounded_int(1, MAX_GIF_N), default=FRAMES_N,
                    help=f"sprites in denoise.gif, the first ones, 1..{MAX_GIF_N} (default {FRAMES_N})")
     p.add_argument("--no-gif", action="store_true", help="write no denoise.gif (and keep no frames)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default cpu)")
+    add_device_argument(p)
     add_fast_path_arguments(p)
     p.add_argument("--out", required=True, help="output folder: created (with missing parents), or its files of the "
                                                 "same names replaced, only once all results are in place")
@@ -282,7 +282,7 @@ def add_train_parser(sub) -> None:
                         "those with it)")
     p.add_argument("--seed", type=seed_int, default=d.seed,
                    help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    add_device_argument(p)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
                    help="fp32 (default, bit-reproducible) or bf16: autocast forward pass and channels-last weights, "
                         "1.6-2x faster a step on CPUs with AVX-512 BF16, the same loss curve (docs/results.md)")

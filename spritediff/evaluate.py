@@ -27,7 +27,8 @@ MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is b
 
 
 def add_eval_parser(sub) -> None:
-    from .arguments import add_fast_path_arguments, add_model_argument, bounded_int, nonnegative_float
+    from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int,
+                            nonnegative_float)
     from .sampling import MAX_BATCH_SIZE
     from .specs import MAX_SEED
     from .two_sample import SPLITS
@@ -64,7 +65,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--features", help="feature net .safetensors (default: the shipped sprite feature net)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
                    help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_device_argument(p)
     add_fast_path_arguments(p)
     p.add_argument("--out", required=True, help="output folder for eval.json and fd_vs_nfe.png (written only if "
                                                 "everything succeeds)")

@@ -37,7 +37,7 @@ def model_record(model) -> dict:
 
 
 def add_invert_parser(sub) -> None:
-    from .arguments import add_model_argument, positive_int
+    from .arguments import add_device_argument, add_model_argument, positive_int
 
     p = sub.add_parser("invert", help="encode sprites to DDIM latents x_T and decode them again",
                        description="Invert sprites to DDIM latents and reconstruct them. Writes DIR/latents.npy "
@@ -56,7 +56,7 @@ def add_invert_parser(sub) -> None:
                                                                "model's own ODE, which reconstructs best)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="images per model call (default 256)")
     p.add_argument("--nrow", type=positive_int, help="images per grid row (default 8: 4 pairs)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_device_argument(p)
     p.add_argument("--out", required=True, help="output folder (created; existing files of the same names replaced)")
     p.set_defaults(run=run_invert)
 
@@ -91,7 +91,7 @@ def run_invert(args) -> int:
 
 
 def add_interpolate_parser(sub) -> None:
-    from .arguments import add_model_argument, positive_int
+    from .arguments import add_device_argument, add_model_argument, positive_int
 
     p = sub.add_parser("interpolate", help="slerp between two latents (seeds or images), decode each frame",
                        description="Spherical interpolation between two DDIM latents, each frame decoded with DDIM. "
@@ -109,7 +109,7 @@ def add_interpolate_parser(sub) -> None:
     p.add_argument("--method", default="ddim", help="inversion of --images: ddim or exact (default ddim)")
     p.add_argument("--guidance", type=float, help=f"guidance weight (default {DEFAULT_GUIDANCE} with --seeds and "
                                                   "a context, 0 with --images)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_device_argument(p)
     p.add_argument("--out", required=True, help="output folder (created; existing files of the same names replaced)")
     p.set_defaults(run=run_interpolate)
 
@@ -145,7 +145,7 @@ def run_interpolate(args) -> int:
 
 
 def add_edit_parser(sub) -> None:
-    from .arguments import add_model_argument, positive_int
+    from .arguments import add_device_argument, add_model_argument, positive_int
 
     p = sub.add_parser("edit", help="variations, class changes (SDEdit) and inpainting of one sprite",
                        description="Noise a sprite to t0 = strength * T and denoise it with DDIM and the given "
@@ -166,7 +166,7 @@ def add_edit_parser(sub) -> None:
                                                          "steps * t0 / T (default 50)")
     p.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE,
                    help=f"classifier-free guidance weight with a context (default {DEFAULT_GUIDANCE})")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    add_device_argument(p)
     p.add_argument("--out", required=True, help="output folder (created; existing files of the same names replaced)")
     p.set_defaults(run=run_edit)
 

@@ -122,3 +122,10 @@ def test_conflicting_or_bad_specs_exit_2_with_one_line(tiny_model_path, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "Traceback" not in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["sample", "train", "bench", "eval", "invert", "interpolate", "edit", "serve"])
+def test_every_command_declares_device_the_one_way(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    assert "cpu, cuda, cuda:K or auto (default cpu)" in " ".join(capsys.readouterr().out.split())

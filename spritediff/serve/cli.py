@@ -18,7 +18,7 @@ STOP_GRACE_S = 5  # on Ctrl-C or SIGTERM, runs still streaming after this are ca
 
 
 def add_serve_parser(sub) -> None:
-    from ..arguments import add_model_argument, bounded_int, positive_float, positive_int
+    from ..arguments import add_device_argument, add_model_argument, bounded_int, positive_float, positive_int
     from ..fast import PRECISIONS
 
     d = ServeConfig()
@@ -34,7 +34,7 @@ def add_serve_parser(sub) -> None:
                         f"network, with no login)")
     p.add_argument("--port", type=bounded_int(0, 65535), default=DEFAULT_PORT,
                    help=f"TCP port (default {DEFAULT_PORT}; 0 picks a free one and prints it)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default cpu)")
+    add_device_argument(p)
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="fp32 (exact), bf16 (the net under bf16 autocast) or auto (default: bf16 on a CPU with native "
                         "bf16, else fp32), as spritediff sample's --precision")
