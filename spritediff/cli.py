@@ -253,7 +253,9 @@ def add_train_parser(sub) -> None:
                         "fully opaque (its opaque images then get alpha 255), else RGB. 3: RGB, transparency "
                         "flattened onto black. 4: RGBA, alpha 255 where an image has none. A fully transparent "
                         "pixel's invisible colour is stored as black")
-    p.add_argument("--labels", help="(N,K) one-hot .npy for a context model (the course's labels file)")
+    p.add_argument("--labels", help="(N,K) one-hot .npy for a context model: the course's labels file gives its "
+                   "five class names (hero, non-hero, food, spell, side-facing); any other file names its K "
+                   "columns class0 .. classK-1")
     p.add_argument("--out", required=True, help="model file to write (.safetensors)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--steps", type=positive_int, help=f"optimizer steps (default {COURSE_STEPS}: the course's "

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .sprites import class_names
+from .sprites import COURSE_CLASSES, generic_class_names
 from .errors import SpriteDiffError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 COURSE_TILES = 50  # the course's 89,400 rows are 1,788 base images tiled 50 times
+COURSE_BASE = 1788
 MODEL_HEIGHTS = tuple(range(8, 65, 4))  # the image sizes ContextUnet takes: multiples of 4 from 8 to 64
 CHANNELS = ("auto", 3, 4)  # what --channels takes
 CHANNEL_NAMES = {3: "RGB", 4: "RGBA"}
@@ -120,7 +121,7 @@ def load_npy(path: Path, labels_path: Path | None) -> SpriteData:
     if not np.issubdtype(labels.dtype, np.number) or np.iscomplexobj(labels) or not np.isfinite(labels).all() \
             or labels.min() < 0 or labels.max() > 1:
         raise SpriteDiffError(f"{labels_path}: labels must be numbers in [0, 1] (one-hot or soft class weights)")
-    classes = class_names(labels.shape[1])
+    classes = COURSE_CLASSES if is_course_labels(labels) else generic_class_names(labels.shape[1])
     return SpriteData(torch.from_numpy(images), torch.from_numpy(labels.astype(np.float32)), classes)
 
 
@@ -177,6 +178,21 @@ def is_course_sprites(images: np.ndarray) -> bool:
     base, _ = base_set(images)
     return base.shape == (1788, 16, 16, 3) and hashlib.sha256(np.ascontiguousarray(base).tobytes()).hexdigest() \
         == COURSE_SPRITES_SHA256
+
+
+COURSE_LABELS_SHA256 = "e50383d25c40c7e37859eabc95a759197a95bc5b5e84c1b33a5e08fd61f95439"  # its 1,788 base labels
+
+
+def is_course_labels(labels: np.ndarray) -> bool:
+    """Whether (N,K) labels are the course's labels file (or its 1,788 base rows), identified by content (SHA-256
+    of the (1788,5) float64 base rows): only then are the columns hero, non-hero, food, spell, side-facing."""
+    n = len(labels)
+    if labels.shape[1:] != (len(COURSE_CLASSES),) or n not in (COURSE_BASE, COURSE_BASE * COURSE_TILES):
+        return False
+    base = labels[:COURSE_BASE]
+    if any(not np.array_equal(base, labels[k:k + COURSE_BASE]) for k in range(COURSE_BASE, n, COURSE_BASE)):
+        return False
+    return hashlib.sha256(np.ascontiguousarray(base, np.float64).tobytes()).hexdigest() == COURSE_LABELS_SHA256
 
 
 def base_set(images: np.ndarray, labels: np.ndarray | None = None):

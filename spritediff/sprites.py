@@ -6,8 +6,13 @@ COURSE_CLASSES = ("hero", "non-hero", "food", "spell", "side-facing")
 
 
 def class_names(n: int) -> tuple[str, ...]:
-    """The names of n context classes: the course's when n is theirs (5), else class0 .. class{n-1}."""
-    return COURSE_CLASSES if n == len(COURSE_CLASSES) else tuple(f"class{i}" for i in range(n))
+    """The names of a course-format net's n context classes: the course's when n is theirs (5), else generic."""
+    return COURSE_CLASSES if n == len(COURSE_CLASSES) else generic_class_names(n)
+
+
+def generic_class_names(n: int) -> tuple[str, ...]:
+    """class0 .. class{n-1}: the names of label columns nobody named (a labels file other than the course's)."""
+    return tuple(f"class{i}" for i in range(n))
 
 
 def credit_record(info: dict) -> dict:

@@ -170,7 +170,7 @@ def test_train_prediction_v_then_sample(tmp_path):
     model = spritediff.load(out)
     assert model.prediction_type == "v" and model.info["config"]["prediction"] == "v"
     for sampler in ("ddim", "dpmpp-2m"):
-        result = spritediff.sample(model, sampler, 3, n=2, context="hero", seed=0, frames=False)
+        result = spritediff.sample(model, sampler, 3, n=2, context="class0", seed=0, frames=False)
         assert result.images.shape == (2, 16, 16, 3)
     x_T = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     as_eps = SAMPLERS["ddim"](Denoiser(model.net, model.schedule), x_T, model.schedule, steps=3)

@@ -228,7 +228,7 @@ def test_a_32x32_model_trains_saves_and_samples_at_its_size(tmp_path):
                  "--steps", "2", "--batch", "8", "--n-feat", "8"]) == 0
     model = spritediff.load(out)
     assert model.net.height == 32
-    images = spritediff.sample(model, "ddim", 3, n=2, context="hero", seed=0, frames=False).images
+    images = spritediff.sample(model, "ddim", 3, n=2, context="class0", seed=0, frames=False).images
     assert images.shape == (2, 32, 32, 3) and images.dtype == np.uint8
 
 
