@@ -295,6 +295,11 @@ def add_train_parser(sub) -> None:
                    help="Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss weighted so that its "
                         "weight in x0 terms is min(SNR, gamma); 5 is the paper's choice; 0 (default) is the course's "
                         "plain MSE")
+    p.add_argument("--input-perturbation", type=nonnegative_float, default=d.input_perturbation, metavar="GAMMA",
+                   help="input perturbation (DDPM-IP, Ning et al. 2023): the net's input x_t is built from noise + "
+                        "GAMMA xi (xi fresh Gaussian noise) while its target keeps the noise, so training sees inputs "
+                        "as far off the forward process as sampling's own steps; 0.1 is the paper's choice; 0 "
+                        "(default) off")
     p.add_argument("--init", metavar="MODEL", default=d.init,
                    help="fine-tune: start from MODEL's weights (a .safetensors or course .pth; 'default': the shipped "
                         "model) instead of fresh ones from --seed; the net must match --n-feat and the data, and the "
@@ -332,7 +337,7 @@ def run_train(args) -> int:
     config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
                          context_drop=args.context_drop, ema=args.ema, ema_warmup=args.ema_warmup, seed=args.seed,
                          precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
-                         lr_decay_steps=args.lr_decay_steps or 0, init=args.init)
+                         input_perturbation=args.input_perturbation, lr_decay_steps=args.lr_decay_steps or 0, init=args.init)
     record = None
     if args.time:
         config, record = fit_to_time(config, data, device, args.time)

@@ -62,6 +62,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
     prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
+    input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
     lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
@@ -78,6 +79,7 @@ class TrainConfig:
                          ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
                          ("prediction", self.prediction in PREDICTION_TYPES),
                          ("min_snr_gamma", self.min_snr_gamma >= 0),
+                         ("input_perturbation", 0 <= self.input_perturbation <= 1),
                          ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:
@@ -119,25 +121,32 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def step_draws(config: TrainConfig, step: int, shape: tuple[int, ...]):
-    """The global batch's random draws at this step: t (B,) in 1..T, noise (B,*shape), keep-context mask (B,)."""
+    """The global batch's random draws at this step: t (B,) in 1..T, noise (B,*shape), keep-context mask (B,), and
+    the noise x_t is built from (B,*shape): the noise itself, or with --input-perturbation gamma, noise + gamma xi
+    (xi drawn last, so the other draws are those of a run without it)."""
     g = keyed_generator(config.seed, step, 0)
     t = torch.randint(1, config.T + 1, (config.batch,), generator=g)
     noise = torch.randn((config.batch, *shape), generator=g)
     keep = (torch.rand(config.batch, generator=g) >= config.context_drop).float()
-    return t, noise, keep
+    if config.input_perturbation == 0:
+        return t, noise, keep, noise
+    return t, noise, keep, noise + config.input_perturbation * torch.randn(noise.shape, generator=g)
 
 
 def diffusion_loss(net: nn.Module, x0: torch.Tensor, c: torch.Tensor | None, t: torch.Tensor,
                    noise: torch.Tensor, alphas_cumprod: torch.Tensor, T: int, precision: str = "fp32",
-                   prediction: str = "eps", min_snr_gamma: float = 0.0) -> torch.Tensor:
+                   prediction: str = "eps", min_snr_gamma: float = 0.0,
+                   input_noise: torch.Tensor | None = None) -> torch.Tensor:
     """MSE between the net's output and its target at x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise.
 
     x0, noise: (B,C,H,W); t: (B,) in 1..T. prediction: the target, "eps" (noise), "x0" (x0) or "v"
     (sqrt(ab_t) noise - sqrt(1 - ab_t) x0). With precision "bf16" the forward pass runs under bf16 autocast on
     channels-last input; the loss is fp32. min_snr_gamma > 0 weights each sample by min_snr_weight.
+    input_noise: the noise x_t is built from instead, while the target keeps `noise` (input perturbation: the net
+    learns to denoise inputs slightly off the forward process, as its own sampling paths are).
     """
     ab = alphas_cumprod[t].view(-1, 1, 1, 1)
-    x_t = noisy(x0, noise, ab)
+    x_t = noisy(x0, noise if input_noise is None else input_noise, ab)
     low = precision == "bf16"
     if low:
         x_t = x_t.contiguous(memory_format=torch.channels_last)
@@ -229,13 +238,14 @@ class Trainer:
         config, shard = self.config, self.world.shard(self.config.batch)
         rows = batch_indices(self.step, config.batch, len(self.data), config.seed)[shard].to(self.device)
         _, height, width, channels = self.images.shape
-        t, noise, keep = (v[shard].to(self.device) for v in step_draws(config, self.step, (channels, height, width)))
+        t, noise, keep, input_noise = (v[shard].to(self.device)
+                                       for v in step_draws(config, self.step, (channels, height, width)))
         x0 = to_model_space(self.images[rows])
         c = None if self.labels is None else self.labels[rows] * keep[:, None]
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         loss = diffusion_loss(self.model, x0, c, t, noise, self.alphas_cumprod, config.T, config.precision,
-                              config.prediction, config.min_snr_gamma)
+                              config.prediction, config.min_snr_gamma, input_noise)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -442,6 +443,32 @@ def test_min_snr_loss_is_the_weighted_mean_and_zero_gamma_is_plain_mse():
     expected = (weights * noise.double().pow(2).flatten(1).mean(1)).mean()
     assert torch.allclose(weighted.double(), expected, rtol=1e-6)
     assert weights[0] < 0.1 and weights[2] == 1  # low noise (t = 1) is weighted down, high noise kept
+
+
+def test_input_perturbation_moves_the_input_and_keeps_the_target():
+    """DDPM-IP: the net sees x_t built from noise + gamma xi, the loss still targets the noise; gamma 0 draws as before."""
+    from spritediff.schedule import Schedule
+
+    config = TrainConfig(batch=4, seed=3)
+    t, noise, keep, same = train_module.step_draws(config, 7, (3, 16, 16))
+    assert same is noise  # off: x_t is built from the target noise itself
+    t2, noise2, keep2, perturbed = train_module.step_draws(replace(config, input_perturbation=0.1), 7, (3, 16, 16))
+    assert torch.equal(t, t2) and torch.equal(noise, noise2) and torch.equal(keep, keep2)  # the other draws unchanged
+    xi = (perturbed - noise) / 0.1
+    assert 0.9 < xi.std().item() < 1.1 and abs(torch.corrcoef(torch.stack([xi.flatten(), noise.flatten()]))[0, 1]) < 0.1
+    ab = Schedule.course().alphas_cumprod.float()
+    x0 = torch.rand(4, 3, 16, 16) * 2 - 1
+    seen = []
+
+    class Echo(torch.nn.Module):  # outputs its input: the loss is then |x_t - noise|^2, which shows x_t
+        def forward(self, x, time, c):
+            seen.append(x)
+            return x
+
+    loss = train_module.diffusion_loss(Echo(), x0, None, t, noise, ab, 500, input_noise=perturbed)
+    a = ab[t].view(-1, 1, 1, 1)
+    assert torch.allclose(seen[0], a.sqrt() * x0 + (1 - a).sqrt() * perturbed)
+    assert torch.allclose(loss, (seen[0] - noise).pow(2).mean())
 
 
 # --- fine-tuning: --init ------------------------------------------------------------------------------------------
