@@ -18,7 +18,7 @@ from PIL.PngImagePlugin import PngInfo
 import spritediff
 from spritediff import render
 from spritediff.latent import lerp, slerp
-from spritediff.sampling import initial_noise, sample_generators
+from spritediff.engine import initial_noise, sample_generators
 
 SCALE = 6
 LABEL_WIDTH = 150

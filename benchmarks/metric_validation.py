@@ -31,7 +31,7 @@ from spritediff.evaluate import label_rows, real_halves
 from spritediff.features import load_features
 from spritediff.metrics import SpriteQuality
 from spritediff.render import grid_image, tile
-from spritediff.sampling import sample_generators
+from spritediff.engine import sample_generators
 from spritediff.validation import LEVELS, disturbance_curves, rises
 
 METRICS = ("fd", "precision", "recall")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .fast import PRECISIONS
+from .checks import MAX_SEED, PRECISIONS
 
 
 def add_model_argument(parser) -> None:
@@ -45,8 +45,6 @@ def bounded_int(low: int, high: int):
 
 def seed_int(text: str) -> int:
     """An argparse type: a seed, 0..2^63-1."""
-    from .specs import MAX_SEED
-
     return bounded_int(0, MAX_SEED)(text)
 
 

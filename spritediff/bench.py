@@ -23,9 +23,11 @@ from .checkpoint import SpriteModel
 from .denoiser import Denoiser
 from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
 from .pixels import to_uint8
-from .sampling import resolve_device, sample
+from .engine import resolve_device
+from .sampling import sample
 from .errors import SpriteDiffError
-from .specs import SamplerSpec, check_int, check_seed, parse_sampler_specs
+from .checks import check_int, check_seed
+from .specs import SamplerSpec, parse_sampler_specs
 
 
 MAX_BENCH_N = 100_000  # bench times one batch of n, so n bounds its memory
@@ -210,7 +212,7 @@ def time_diffusers(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.
     """diffusers' DDIM loop on the plain fp32 net (as stored), from sample()'s noise for this seed: one warm-up,
     then `repeat` timed runs; its max difference from sample() at each precision."""
     from .reference import diffusers_ddim, diffusers_ddim_loop
-    from .sampling import initial_noise, sample_generators
+    from .engine import initial_noise, sample_generators
 
     net = prepare_net(model.net, device, fast=False)
     eps_fn = Denoiser(net, model.schedule, prediction_type=model.prediction_type)
@@ -282,8 +284,7 @@ def cpu_name() -> str:
 def add_bench_parser(sub) -> None:
     from .arguments import add_device_argument, add_model_argument, bounded_int, positive_int
 
-    p = sub.add_parser("bench", help="time samplers side by side (DDIM against DDPM, and the others)",
-                       description="Time each sampler on one model: median wall time over --repeat runs after a "
+    p = sub.add_parser("bench", description="Time each sampler on one model: median wall time over --repeat runs after a "
                                    "warm-up, NFE, images/s, time per model call, speed-up over ddpm:T (else over "
                                    "the first sampler), and the bare cost of NFE model calls, which shows the "
                                    "sampler's own overhead.")

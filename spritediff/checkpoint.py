@@ -13,12 +13,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from .denoiser import check_prediction_type
 from .errors import SpriteDiffError
 from .models import ContextUnet
 from .outputs import model_out_path, write_atomically
 from .safetensors_io import METADATA_KEY, read_safetensors
-from .samplers.common import shown
+from .checks import check_prediction_type, shown
 from .schedule import Schedule
 from .sprites import CREDIT, class_names
 

@@ -6,18 +6,9 @@ import torch
 from torch import nn
 
 from .errors import SpriteDiffError
-from .samplers.common import shown
+from .checks import PREDICTION_TYPES, check_prediction_type, shown
 from .schedule import Schedule
 
-DEFAULT_GUIDANCE = 0.5  # docs/results.md, guidance table: precision, recall and class accuracy gain over 0; 0 = plain conditional
-PREDICTION_TYPES = ("eps", "x0", "v")  # what the net outputs; docs/design.md, "Prediction types"
-
-
-def check_prediction_type(value, where: str = "prediction_type") -> str:
-    """value if it is one of PREDICTION_TYPES, else a one-line SpriteDiffError naming `where`."""
-    if not isinstance(value, str) or value not in PREDICTION_TYPES:
-        raise SpriteDiffError(f"{where} must be one of {', '.join(PREDICTION_TYPES)}, got {shown(value)}")
-    return value
 
 
 def eps_from_output(out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor, prediction_type: str) -> torch.Tensor:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .denoiser import DEFAULT_GUIDANCE
+from .defaults import EVAL
 from .errors import SpriteDiffError
 from .outputs import prepare_out, staged_output, write_json
 from .sprites import CREDIT
@@ -29,12 +29,11 @@ MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is b
 def add_eval_parser(sub) -> None:
     from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int,
                             nonnegative_float)
-    from .sampling import MAX_BATCH_SIZE
-    from .specs import MAX_SEED
+    from .defaults import MAX_BATCH_SIZE
+    from .checks import MAX_SEED
     from .two_sample import SPLITS
 
-    p = sub.add_parser("eval", help="FD/KID of samplers against real sprites; quality against NFE and seconds",
-                       description="Sample the model with each sampler spec, and compare the samples with the real "
+    p = sub.add_parser("eval", description="Sample the model with each sampler spec, and compare the samples with the real "
                                    "sprites by FD and KID in the sprite feature net's features. Prints a table and "
                                    "writes DIR/eval.json and DIR/fd_vs_nfe.png. Also measures the metric's own noise: "
                                    "FD between two halves of the real set and between two seeds of one sampler.")
@@ -51,11 +50,13 @@ def add_eval_parser(sub) -> None:
                    help="sample i uses noise stream (seed, i); the two-seed noise run uses seed+1 (default 0)")
     p.add_argument("--context", help="class name, blend like 'hero=1,food=0.6', 'random', 'mix' (classes drawn with "
                                      "the model's stored training class mix), 'data' (the label of a random real "
-                                     "image, so the class mix of --labels) or 'none' (default none); "
-                                     "with one, the class accuracy of the samples is reported")
+                                     "image, so the class mix of --labels) or 'none' (default "
+                                     f"{EVAL.context or 'none'}: the model's own p(x), comparable across models, "
+                                     "docs/design.md 'Defaults'); with one, the class accuracy of the samples is "
+                                     "reported", default=EVAL.context)
     p.add_argument("--labels", help="(N,K) labels .npy of --data, for --context data")
-    p.add_argument("--guidance", type=nonnegative_float, default=DEFAULT_GUIDANCE,
-                   help=f"classifier-free guidance weight w, used with a context (default {DEFAULT_GUIDANCE})")
+    p.add_argument("--guidance", type=nonnegative_float, default=EVAL.guidance,
+                   help=f"classifier-free guidance weight w, used with a context (default {EVAL.guidance})")
     p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
     p.add_argument("--two-sample", action=argparse.BooleanOptionalAction, default=True,
                    help="also score each sampler with a classifier two-sample test (default on): the held-out accuracy "
@@ -74,7 +75,7 @@ def add_eval_parser(sub) -> None:
 
 def run_eval(args) -> int:
     """`spritediff eval`: check the inputs, sample and score every spec, write eval.json and the FD plot."""
-    from .specs import check_guidance
+    from .checks import check_guidance
 
     if args.n < 2:
         raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
@@ -101,7 +102,7 @@ def run_eval(args) -> int:
 def _model_and_specs(args):
     """The model (after checking the device), the sampler specs to score and the spec of the noise-level rows."""
     from .checkpoint import load_model
-    from .sampling import resolve_device
+    from .engine import resolve_device
     from .specs import parse_sampler_spec, parse_sampler_specs
 
     resolve_device(args.device)
@@ -125,7 +126,7 @@ def _eval_contexts(args, model, labels):
     import torch
 
     from .context import parse_context
-    from .sampling import sample_generators
+    from .engine import sample_generators
 
     context_streams = sample_generators(args.seed, args.n, stream=1)
     if (args.context or "").strip().lower() != "data":

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .checks import PRECISIONS
 from .errors import SpriteDiffError
 
-PRECISIONS = ("fp32", "bf16", "auto")
 BF16_MIN_ROWS = 4  # benchmarks/bf16_crossover.py: below 4 rows a call bf16 is level or slower (up to 2x at one row, n_feat 32), from 4 on faster
 
 

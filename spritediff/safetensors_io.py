@@ -10,7 +10,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 
 from .errors import SpriteDiffError
-from .samplers.common import shown
+from .checks import shown
 
 METADATA_KEY = "spritediff"
 

@@ -1,115 +1,35 @@
-"""The notebook-level API: sample a SpriteModel with any registered sampler, per-sample noise streams.
+"""The notebook-level API, `spritediff.sample`: the edge that checks arguments into a SamplePlan for the engine.
 
-Every argument is checked before any work (spritediff.specs); n samples are drawn in batches of
-`batch_size`, so memory does not grow with n beyond the output array, which may be a memory-mapped
+Every argument is checked before any work; the plan is then run by spritediff.engine, which draws n samples in
+batches of `batch_size`, so memory does not grow with n beyond the output array, which may be a memory-mapped
 .npy file (`out=`). Only the first `frames` samples keep their denoising frames (for the GIF).
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
 
 import numpy as np
-import numpy.random  # noqa: F401 (imported now, not lazily mid-run: a signal during that import can be lost)
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from . import render
 from .checkpoint import SpriteModel
+from .checks import check_guidance, check_int, check_seed, check_steps, check_timesteps
 from .context import DRAWN, check_mix_available, parse_context
-from .denoiser import DEFAULT_GUIDANCE, Denoiser
+from .defaults import API_SAMPLE
+from .engine import (BATCH_SIZE, FRAMES_N, MAX_BATCH_SIZE, Engine, SamplePlan, SampleResult, resolve_device,
+                     sample_generators, total_steps)
 from .errors import SpriteDiffError
-from .fast import graphed_or_eager, prepare_net, resolve_precision
-from .finite import check_finite
-from .rng import keyed_generator
-from .samplers import DEFAULT_STEPS, SAMPLERS, StepInfo
-from .samplers.common import check_timesteps, shown
-from .specs import check_guidance, check_int, check_options, check_sampler, check_seed, check_steps
+from .fast import resolve_precision
+from .samplers import REGISTRY
+from .specs import check_options, check_sampler
 
-FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows these)
-GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
-BATCH_SIZE = {"cpu": 128, "cuda": 1024}  # default samples per model call, by device type
-MAX_BATCH_SIZE = 65_536  # a batch is one tensor on the device: this bounds sampling's memory whatever n is
+__all__ = ["sample", "plan_sample", "model_contexts", "SampleResult", "resolve_device"]
 
 
-@dataclass
-class SampleResult:
-    """images: (N,H,W,3) uint8 (an in-memory or memory-mapped array); frames: per step (x_t, x0_hat), each
-    (F,H,W,3) uint8 for the first F samples; timesteps: t per frame.
-
-    nfe: model calls per sample (a guided call counts once); seconds: wall time of the sampling loop.
-    """
-
-    images: np.ndarray
-    frames: list = field(repr=False)
-    timesteps: list
-    nfe: int
-    seconds: float
-    settings: dict
-
-    def grid(self, nrow: int | None = None, scale: int = 4, limit: int = GRID_MAX) -> Image.Image:
-        """A PIL grid of the first `limit` images, nrow per row (default 8), upscaled by scale (nearest)."""
-        nrow = None if nrow is None else check_int(nrow, "nrow", 1)
-        scale = check_int(scale, "scale", 1, 16)
-        return render.grid_image(np.asarray(self.images[:check_int(limit, "limit", 1)]), nrow, scale)
-
-    def save_gif(self, path, nrow: int | None = None, scale: int = 4) -> None:
-        """The denoising GIF of the samples that kept frames: x_t left, x0_hat right, the final image last."""
-        if not self.frames:
-            raise SpriteDiffError("this result kept no frames (sample(..., frames=True) keeps them)")
-        nrow = None if nrow is None else check_int(nrow, "nrow", 1)
-        kept = len(self.frames[0][0])
-        final = np.asarray(self.images[:kept])
-        render.save_gif(render.denoise_frames(self.frames + [(final, final)], nrow, check_int(scale, "scale", 1, 16)),
-                        path)
-
-
-def sample_generators(seed: int, n: int, stream: int = 0, start: int = 0) -> list[torch.Generator]:
-    """Generators of samples start..start+n-1, seeded from (seed, index, stream): sample i never depends on n."""
-    return [keyed_generator(seed, i, stream) for i in range(start, start + n)]
-
-
-def initial_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
-    """(N, *shape) float32 x_T, row i drawn from generators[i]."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators])
-
-
-class CountingEps:
-    """Wraps an eps function and counts its calls."""
-
-    def __init__(self, eps_fn):
-        self.eps_fn, self.calls = eps_fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.eps_fn(x, t)
-
-
-def resolve_device(device) -> torch.device:
-    """cpu, cuda, cuda:K or auto (None) as a torch.device this machine has; anything else is a user error."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if not isinstance(device, str) or device.split(":")[0] not in ("cpu", "cuda"):
-        raise SpriteDiffError(f"unknown device {shown(device)}; use cpu, cuda, cuda:K or auto")
-    try:
-        parsed = torch.device(device)
-    except RuntimeError:
-        raise SpriteDiffError(f"unknown device {shown(device)}; use cpu, cuda, cuda:K or auto") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise SpriteDiffError("--device cuda asked for, but PyTorch sees no CUDA device here")
-    if parsed.type == "cuda" and (parsed.index or 0) >= torch.cuda.device_count():
-        raise SpriteDiffError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return parsed
-
-
-def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, n: int = 32,
-           context: str | torch.Tensor | np.ndarray | None = None, guidance: float = DEFAULT_GUIDANCE,
-           seed: int = 0, device: str | torch.device | None = "cpu", batch_size: int | None = None,
-           frames: bool | int = True, progress: bool = False, fast: bool = True,
+def sample(model: SpriteModel, sampler: str = API_SAMPLE.sampler, steps: int | None = API_SAMPLE.steps,
+           n: int = 32, context: str | torch.Tensor | np.ndarray | None = API_SAMPLE.context,
+           guidance: float = API_SAMPLE.guidance, seed: int = 0, device: str | torch.device | None = "cpu",
+           batch_size: int | None = None, frames: bool | int = True, progress: bool = False, fast: bool = True,
            precision: str | torch.dtype = "auto", callback=None, out: np.ndarray | None = None,
            timesteps=None, **sampler_options) -> SampleResult:
     """Draw n samples, in batches of batch_size (default: BATCH_SIZE of the device, at most n).
@@ -119,7 +39,7 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
     seed: 0..2^63-1; sample i uses noise stream (seed, i). frames: True keeps the denoising frames of the first
     FRAMES_N samples, an int k those of the first k, False none. out: an (n, H, W, 3) uint8 array (e.g. a
     memory-mapped .npy) to write the images into instead of a new one. sampler_options: the sampler's own
-    keywords (spritediff.samplers.OPTIONS).
+    keywords (spritediff.samplers.REGISTRY[sampler].options).
     fast: the fast path of spritediff.fast (BatchNorm folded; channels-last on the CPU; CUDA graphs on CUDA);
     False runs the net as stored. precision: "fp32" (exact and bit-reproducible), "bf16" (the net under bf16
     autocast) or "auto" (bf16 on a CPU with native bf16, else fp32); torch.float32 / torch.bfloat16 also work.
@@ -127,50 +47,52 @@ def sample(model: SpriteModel, sampler: str = "ddim", steps: int | None = None, 
     the first <= T, the last 0); steps is then len(timesteps) - 1 and must not be given as well.
     callback: called after every step as callback(info, first) with the batch's spritediff.samplers.StepInfo
     (x_t and x0_hat of samples first.. first+B-1, in model space) and first, the batch's first sample index.
-    The caller's model is never moved or changed.
+    The caller's model is never moved or changed. The defaults are spritediff.defaults.API_SAMPLE's.
     Raises SpriteDiffError for any bad argument (before any work) and for a non-finite sample.
     """
-    if timesteps is not None and isinstance(model, SpriteModel):  # else _check_arguments names the bad model
-        if steps is not None:
-            raise SpriteDiffError("give steps or timesteps, not both (a grid of k+1 points takes k steps)")
-        timesteps = check_timesteps(timesteps, model.schedule.T)
-        steps = len(timesteps) - 1
-    plan = _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
-                            sampler_options)
-    if timesteps is not None:
-        plan["grid"] = {"timesteps": timesteps}
-    guided = plan["contexts"] is not None and plan["guidance"] > 0  # both branches in one call: twice the rows
-    # auto looks at the batch size asked for, not at n, so that sample i is the same whatever n is
-    plan["precision"] = resolve_precision(precision, plan["device"],
-                                          rows=plan["chosen_batch"] * (2 if guided else 1))
-    plan["fast"] = bool(fast)
+    plan = plan_sample(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, fast,
+                       precision, timesteps, sampler_options)
     if callback is not None and not callable(callback):
         raise SpriteDiffError(f"callback must be callable, got {type(callback).__name__}")
-    plan["callback"] = callback
-    return _run(model, plan, progress)
+    images = _check_out_array(out, n, model) if out is not None else _new_images(n, model)
+    engine = Engine(model, plan.device, plan.fast, plan.precision)
+    bar = tqdm(total=total_steps(plan), unit="step", leave=False) if progress else None
+    try:
+        return engine.sample(plan, images, callback, bar)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
-def _check_arguments(model, sampler, steps, n, context, guidance, seed, device, batch_size, frames, out,
-                     options) -> dict:
-    """Every argument of sample() checked and normalised, as one dict (the plan of the run)."""
+def plan_sample(model: SpriteModel, sampler, steps, n, context, guidance, seed, device, batch_size, frames, fast,
+                precision, timesteps=None, options=None) -> SamplePlan:
+    """Every argument of sample() checked and normalised into the frozen plan of the run (before any work)."""
     if not isinstance(model, SpriteModel):
         raise SpriteDiffError(f"model must be a SpriteModel (spritediff.load(...)), got {type(model).__name__}")
     if len(model.classes) != model.net.n_cfeat:
         raise SpriteDiffError(f"model has {len(model.classes)} class names for a net of {model.net.n_cfeat} context "
                               f"features")
-    sampler, T = check_sampler(sampler), model.schedule.T
-    steps = check_steps(DEFAULT_STEPS.get(sampler, T) if steps is None else check_int(steps, "steps"), T)
-    n = check_int(n, "n", 1)
-    plan = {"sampler": sampler, "steps": steps, "n": n, "guidance": check_guidance(guidance),
-            "seed": check_seed(seed), "options": check_options(sampler, options), "device": resolve_device(device)}
-    plan["contexts"] = _context_rows(context, model, n, plan["seed"])
-    plan["context_label"] = context if isinstance(context, str) or context is None else "tensor"
-    default_batch = BATCH_SIZE.get(plan["device"].type, 128)
-    chosen = default_batch if batch_size is None else check_int(batch_size, "batch_size", 1, MAX_BATCH_SIZE)
-    plan["batch_size"], plan["chosen_batch"] = min(n, chosen), chosen
-    plan["frames"] = _frame_count(frames, n)
-    plan["out"] = _check_out_array(out, n, model) if out is not None else _new_images(n, model)
-    return plan
+    T = model.schedule.T
+    if timesteps is not None:
+        if steps is not None:
+            raise SpriteDiffError("give steps or timesteps, not both (a grid of k+1 points takes k steps)")
+        timesteps = check_timesteps(timesteps, T)
+        steps = len(timesteps) - 1
+    sampler = check_sampler(sampler)
+    steps = check_steps(REGISTRY[sampler].steps_for(T) if steps is None else check_int(steps, "steps"), T)
+    n, seed, guidance = check_int(n, "n", 1), check_seed(seed), check_guidance(guidance)
+    options = check_options(sampler, options or {})
+    device = resolve_device(device)
+    contexts = _context_rows(context, model, n, seed)
+    chosen = BATCH_SIZE.get(device.type, 128) if batch_size is None else check_int(batch_size, "batch_size", 1,
+                                                                                  MAX_BATCH_SIZE)
+    guided = contexts is not None and guidance > 0  # both branches in one call: twice the rows
+    # auto looks at the batch size asked for, not at n, so that sample i is the same whatever n is
+    precision = resolve_precision(precision, device, rows=chosen * (2 if guided else 1))
+    return SamplePlan(sampler=sampler, steps=steps, n=n, seed=seed, device=device, batch_size=min(n, chosen),
+                      options=options, timesteps=timesteps, guidance=guidance, contexts=contexts,
+                      context_label=context if isinstance(context, str) or context is None else "tensor",
+                      frames=_frame_count(frames, n), precision=precision, fast=bool(fast))
 
 
 def _frame_count(frames, n: int) -> int:
@@ -237,106 +159,3 @@ def _tensor_context(context, model: SpriteModel, n: int):
     if not torch.isfinite(rows).all():
         raise SpriteDiffError("context tensor holds NaN or inf")
     return lambda lo, hi: rows[lo:hi]
-
-
-def _run(model: SpriteModel, plan: dict, progress: bool) -> SampleResult:
-    """Sample plan["n"] images batch by batch into one array; see sample()."""
-    device, n, steps = plan["device"], plan["n"], plan["steps"]
-    net = prepare_net(model.net, device, plan["fast"])
-    images = plan["out"]
-    kept, timesteps, nfe, seconds = [], [], 0, 0.0
-    total = steps * math.ceil(n / plan["batch_size"])
-    bar = tqdm(total=total, unit="step", leave=False) if progress else None
-    for lo in range(0, n, plan["batch_size"]):
-        hi = min(lo + plan["batch_size"], n)
-        batch = _sample_batch(net, model, plan, lo, hi, bar)
-        check_finite(batch.x0, lo, model.net, plan["guidance"], _rows(plan, lo, hi))
-        images[lo:hi] = render.to_uint8(batch.x0)
-        seconds += batch.clock.stop()
-        kept = _merge_frames(kept, batch.frames)
-        timesteps, nfe = timesteps or batch.timesteps, batch.nfe
-    if bar is not None:
-        bar.close()
-    settings = {"sampler": plan["sampler"], "steps": steps, "n": n, "seed": plan["seed"],
-                "guidance": plan["guidance"] if plan["contexts"] is not None else None,
-                "context": plan["context_label"], "device": str(device), "batch_size": plan["batch_size"],
-                "precision": plan["precision"], "fast": plan["fast"], **plan.get("grid", {}), **plan["options"]}
-    return SampleResult(images, kept, timesteps, nfe, seconds, settings)
-
-
-class Clock:
-    """Wall seconds since start(), with the device's queued work finished at both ends."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self._sync()
-        self.started = time.perf_counter()
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def stop(self) -> float:
-        self._sync()
-        return time.perf_counter() - self.started
-
-
-@dataclass
-class BatchResult:
-    """One batch: x0 (B,C,H,W) in model space, its kept frames and their timesteps, NFE per sample, and the
-    clock started once the batch's eps function was ready."""
-
-    x0: torch.Tensor
-    frames: list
-    timesteps: list
-    nfe: int
-    clock: Clock
-
-
-def _rows(plan: dict, lo: int, hi: int) -> torch.Tensor | None:
-    """The (hi-lo, K) context rows of samples lo..hi-1 on the CPU, or None (no context)."""
-    return None if plan["contexts"] is None else plan["contexts"](lo, hi)
-
-
-def _batch_eps(net, model: SpriteModel, plan: dict, lo: int, hi: int, x_T: torch.Tensor) -> CountingEps:
-    """The counted eps function of samples lo..hi-1: context on the device, bf16 if asked, a CUDA graph if fast."""
-    device = plan["device"]
-    ctx = _rows(plan, lo, hi)
-    ctx = None if ctx is None else ctx.to(device)
-    eps_fn = Denoiser(net, model.schedule, ctx, plan["guidance"], bf16=plan["precision"] == "bf16",
-                     prediction_type=model.prediction_type)
-    if plan["fast"] and device.type == "cuda":
-        eps_fn = graphed_or_eager(eps_fn, x_T)
-    return CountingEps(eps_fn)
-
-
-def _sample_batch(net, model: SpriteModel, plan: dict, lo: int, hi: int, bar) -> BatchResult:
-    """Samples lo..hi-1, timed from the moment their eps function is ready (a CUDA graph's capture is set-up)."""
-    generators = sample_generators(plan["seed"], hi - lo, start=lo)
-    shape = (net.in_channels, net.height, net.height)
-    x_T = initial_noise(generators, shape).to(plan["device"])
-    eps_fn = _batch_eps(net, model, plan, lo, hi, x_T)
-    keep = max(0, min(hi, plan["frames"]) - lo)  # rows of this batch that keep frames
-    batch_frames, timesteps, user_callback = [], [], plan["callback"]
-
-    def record(info: StepInfo) -> None:
-        if bar is not None:
-            bar.update(1)
-        if keep:
-            batch_frames.append((render.to_uint8(info.x_t[:keep]), render.to_uint8(info.x0_hat[:keep])))
-            timesteps.append(info.t)
-        if user_callback is not None:
-            user_callback(info, lo)
-
-    watched = keep or bar is not None or user_callback is not None
-    clock = Clock(plan["device"])
-    x0 = SAMPLERS[plan["sampler"]](eps_fn, x_T, model.schedule, steps=plan["steps"], generator=generators,
-                                   callback=record if watched else None, **plan["options"], **plan.get("grid", {}))
-    return BatchResult(x0, batch_frames, timesteps, eps_fn.calls, clock)
-
-
-def _merge_frames(kept: list, batch_frames: list) -> list:
-    """Append one batch's frames (per step) to the frames of the batches before it."""
-    if not kept or not batch_frames:
-        return kept or batch_frames
-    return [(np.concatenate([a[0], b[0]]), np.concatenate([a[1], b[1]])) for a, b in zip(kept, batch_frames)]

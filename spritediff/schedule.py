@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .checks import SPACINGS
 from .errors import SpriteDiffError
 
-SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr", "karras")
 
 
 @dataclass(frozen=True, eq=False)

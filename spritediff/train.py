@@ -13,7 +13,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -24,8 +24,8 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from .checkpoint import SpriteModel, load_model, save_model, unreadable_reason
+from .checks import PREDICTION_TYPES
 from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind, is_course_sprites
-from .denoiser import PREDICTION_TYPES
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
@@ -35,55 +35,12 @@ from .provenance import command_line
 from .rng import keyed_generator
 from .schedule import Schedule
 from .sprites import CREDIT
+from .train_config import COURSE_STEPS, MAX_BATCH, MAX_STEPS, PRECISIONS, TrainConfig  # noqa: F401 (re-exported)
 
-COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
-PRECISIONS = ("fp32", "bf16")
-MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
-MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
 PREDATED = {"ema_warmup": False}  # what a checkpoint made before a setting existed did, where that is not its default
 PROBE_STEPS = 5  # steps timed by --time (after one warm-up step) to choose a run's length
 EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)
-
-
-@dataclass
-class TrainConfig:
-    """What defines a run; resuming requires the same values."""
-
-    steps: int = COURSE_STEPS
-    batch: int = 100
-    lr: float = 1e-3
-    n_feat: int = 64
-    context_drop: float = 0.1
-    ema: float = 0.999
-    ema_warmup: bool = True  # decay min(ema, (1 + n) / (10 + n)) after n updates, so a short run forgets its start
-    seed: int = 0
-    T: int = 500
-    precision: str = "fp32"  # fp32, or bf16: bf16 autocast of the forward pass, channels-last weights
-    prediction: str = "eps"  # the net's target: eps (the noise), x0 (the clean image) or v (PREDICTION_TYPES)
-    min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
-    input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
-    lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
-    init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
-
-    def check(self) -> None:
-        """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""
-        for name, value in asdict(self).items():
-            if isinstance(value, bool) != isinstance(getattr(TrainConfig, name), bool) or not isinstance(
-                    value, (int, float, str)) or (
-                    isinstance(value, float) and not math.isfinite(value)):
-                raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {value!r}")
-        for name, ok in (("steps", 1 <= self.steps <= MAX_STEPS), ("batch", 1 <= self.batch <= MAX_BATCH),
-                         ("lr", self.lr > 0), ("n_feat", 8 <= self.n_feat <= 1024 and self.n_feat % 8 == 0),
-                         ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
-                         ("precision", self.precision in PRECISIONS), ("seed", 0 <= self.seed < 2**63),
-                         ("prediction", self.prediction in PREDICTION_TYPES),
-                         ("min_snr_gamma", self.min_snr_gamma >= 0),
-                         ("input_perturbation", 0 <= self.input_perturbation <= 1),
-                         ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
-                         ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
-            if not ok:
-                raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)}")
 
 
 def ema_update(decay: float, warmup: bool):

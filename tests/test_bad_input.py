@@ -18,7 +18,7 @@ from spritediff import train as train_module
 from spritediff.checkpoint import METADATA_KEY, save_model
 from spritediff.data import load_data
 from spritediff.errors import SpriteDiffError
-from spritediff.samplers import OPTIONS, SAMPLERS
+from spritediff.samplers import REGISTRY, SAMPLERS
 from spritediff.specs import SHARED_ARGUMENTS, parse_sampler_specs
 from spritediff.train import TrainConfig, run_training, state_path
 
@@ -75,8 +75,8 @@ def test_every_sampler_declares_exactly_its_keyword_options():
     for name, function in SAMPLERS.items():
         parameters = {p.name: p.default for p in inspect.signature(function).parameters.values()
                       if p.name not in SHARED_ARGUMENTS}
-        assert {k: o.default for k, o in OPTIONS[name].items()} == parameters, name
-        for key, option in OPTIONS[name].items():
+        assert {k: o.default for k, o in REGISTRY[name].options.items()} == parameters, name
+        for key, option in REGISTRY[name].options.items():
             assert option.check(option.default, key) == option.default  # every default is allowed
 
 
@@ -471,7 +471,9 @@ def test_sampling_runs_in_batches_and_keeps_frames_of_the_first_sprites_only(mon
         seen.append(len(x_T))
         return ddim(eps_fn, x_T, schedule, **kwargs)
 
-    monkeypatch.setitem(SAMPLERS, "ddim", spy)
+    import spritediff.samplers.ddim as ddim_module
+
+    monkeypatch.setattr(ddim_module, "sample_ddim", spy)  # what REGISTRY["ddim"].fn resolves to
     monkeypatch.setitem(sampling.BATCH_SIZE, "cpu", 7)
     result = spritediff.sample(tiny_model(), "ddim", steps=3, n=30, frames=5)
     assert seen == [7, 7, 7, 7, 2]  # the default batch size of the device, never all n at once

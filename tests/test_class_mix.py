@@ -16,7 +16,7 @@ from spritediff.context import parse_context
 from spritediff.data import load_data
 from spritediff.errors import SpriteDiffError
 from spritediff.safetensors_io import METADATA_KEY
-from spritediff.sampling import sample_generators
+from spritediff.engine import sample_generators
 from spritediff.sprites import COURSE_CLASSES
 from spritediff.train import TrainConfig, run_training
 

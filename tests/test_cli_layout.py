@@ -52,10 +52,10 @@ def test_no_module_but_main_imports_the_cli():
     assert importers == ["__main__.py"]
 
 
-@pytest.mark.parametrize("leaf", ["arguments", "outputs", "interrupts", "sprites", "provenance", "errors"])
+@pytest.mark.parametrize("leaf", ["arguments", "outputs", "interrupts", "sprites", "provenance", "errors", "checks"])
 def test_shared_helper_modules_are_leaves(leaf):
-    """The shared helpers import nothing from the command modules (only errors, interrupts, fast, specs)."""
-    allowed = {"spritediff.errors", "spritediff.interrupts", "spritediff.fast", "spritediff.specs"}
+    """The shared helpers import nothing from the command modules (only errors, interrupts, fast, specs, checks)."""
+    allowed = {"spritediff.errors", "spritediff.interrupts", "spritediff.fast", "spritediff.specs", "spritediff.checks"}
     found = {name for name in imported_modules(PACKAGE / f"{leaf}.py") if name.startswith("spritediff.")}
     assert {name.rsplit(".", 1)[0] if name.rsplit(".", 1)[0] in allowed else name for name in found} <= allowed
 
@@ -129,3 +129,35 @@ def test_every_command_declares_device_the_one_way(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "cpu, cuda, cuda:K or auto (default cpu)" in " ".join(capsys.readouterr().out.split())
+
+
+LIGHT_MODULES = ["checks.py", "defaults.py", "errors.py", "arguments.py", "specs.py", "samplers/registry.py",
+                 "samplers/__init__.py", "train_config.py", "train_cli.py", "cli.py", "__init__.py", "serve/cli.py",
+                 "serve/config.py", "outputs.py", "interrupts.py", "sprites.py"]
+
+
+@pytest.mark.parametrize("path", LIGHT_MODULES)
+def test_the_modules_that_help_and_argument_checks_need_import_no_torch_at_the_top(path):
+    tree = ast.parse((PACKAGE / path).read_text())
+    top = [node for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))]
+    names = {alias.name for node in top if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in top if isinstance(node, ast.ImportFrom) and not node.level}
+    assert not {name.split(".")[0] for name in names} & {"torch", "numpy", "PIL", "tqdm"}, path
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sample", "--help"], ["train", "--help"], ["serve", "--help"],
+                                  ["sample", "--steps", "x"], ["sample", "--sampler", "ddim:2:eta=5", "--out", "o"],
+                                  ["nosuchcommand"]])
+def test_help_and_argument_errors_do_not_import_torch(argv, tmp_path):
+    """`spritediff --help`, a command's --help and its argument errors are instant: no torch, numpy or PIL."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from spritediff.cli import main\n"
+            "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as e:\n    code = e.code\n"
+            "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'PIL', 'tqdm'})\n"
+            "print('HEAVY', heavy, code, file=sys.stderr)")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path)
+    assert "HEAVY [] " in done.stderr, done.stderr
+    assert done.stderr.strip().endswith("0" if "--help" in argv else "2")
+    assert not (tmp_path / "o").exists()

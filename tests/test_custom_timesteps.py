@@ -9,7 +9,7 @@ from oracle import GaussianMixture
 
 from spritediff.errors import SpriteDiffError
 from spritediff.samplers import SAMPLERS
-from spritediff.samplers.common import check_timesteps
+from spritediff.checks import check_timesteps
 from spritediff.schedule import SPACINGS, Schedule
 
 SCHEDULE = Schedule.course()

@@ -109,7 +109,7 @@ def test_context_data_follows_the_label_mix():
     import torch
 
     from spritediff.evaluate import label_rows
-    from spritediff.sampling import sample_generators
+    from spritediff.engine import sample_generators
 
     labels = torch.eye(5)[[1] * 90 + [3] * 10]  # 90% non-hero, 10% spell
     rows = label_rows(labels, sample_generators(0, 2000, stream=1))

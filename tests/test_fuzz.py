@@ -29,7 +29,7 @@ from spritediff.checkpoint import save_model  # noqa: E402
 from spritediff.cli import main  # noqa: E402
 from spritediff.data import load_data  # noqa: E402
 from spritediff.errors import SpriteDiffError  # noqa: E402
-from spritediff.sampling import SampleResult  # noqa: E402
+from spritediff.engine import SampleResult  # noqa: E402
 from spritediff.specs import parse_sampler_specs  # noqa: E402
 
 SCALE = int(os.environ.get("SPRITEDIFF_FUZZ_SCALE", "1"))

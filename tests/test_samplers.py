@@ -6,7 +6,7 @@ import pytest
 import torch
 from oracle import GaussianMixture
 
-from spritediff.samplers import OPTIONS, SAMPLERS
+from spritediff.samplers import REGISTRY, SAMPLERS
 from spritediff.schedule import Schedule
 
 SCHED = Schedule.course()
@@ -81,7 +81,7 @@ def test_ddim_is_deterministic_and_eta_adds_noise():
 
 @pytest.mark.parametrize("eta", [-1e-9, 1.0 + 1e-9, 2.0])
 def test_ddim_refuses_eta_outside_its_declared_range(eta):
-    assert OPTIONS["ddim"]["eta"].low == 0.0 and OPTIONS["ddim"]["eta"].high == 1.0
+    assert REGISTRY["ddim"].options["eta"].low == 0.0 and REGISTRY["ddim"].options["eta"].high == 1.0
     with pytest.raises(ValueError, match="eta must be in \\[0, 1\\]"):
         SAMPLERS["ddim"](EPS, noise(2, 1), SCHED, steps=2, eta=eta)
     SAMPLERS["ddim"](EPS, noise(2, 1), SCHED, steps=2, eta=min(max(eta, 0.0), 1.0))  # the bounds themselves run

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from oracle import GaussianMixture
-from spritediff.sampling import CountingEps
-from spritediff.samplers import DEFAULT_STEPS, SAMPLERS
+from spritediff.engine import CountingEps
+from spritediff.samplers import REGISTRY, SAMPLERS
 from spritediff.samplers.common import call_eps, predict_x0
 from spritediff.samplers.dpmpp import dpmpp_update, sample_dpmpp
 from spritediff.samplers.unipc import unipc_update
@@ -87,7 +87,7 @@ def _x0_hat(eps_fn, x, schedule, t):
 
 def test_registry_has_the_new_samplers_with_ten_default_steps():
     for name in NEW_SAMPLERS:
-        assert name in SAMPLERS and DEFAULT_STEPS[name] == 10
+        assert name in SAMPLERS and REGISTRY[name].default_steps == 10
 
 
 def course_log_sigmas() -> list[float]:

@@ -3,7 +3,6 @@ like spritediff.sample's SampleResult (images, frames, timesteps, nfe, seconds, 
 """
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +15,13 @@ from PIL import Image
 from .. import render
 from ..checkpoint import SpriteModel
 from ..context import DRAWN, parse_context
-from ..denoiser import DEFAULT_GUIDANCE, Denoiser
+from ..defaults import DEFAULT_GUIDANCE
 from ..errors import SpriteDiffError
-from ..fast import prepare_net
 from ..pixels import to_model_space, to_uint8
+from ..engine import Engine, SampleResult, batch_ranges, merge_frames, resolve_device, sample_generators
 from ..samplers import SAMPLERS
-from ..specs import check_guidance, check_seed, check_steps
-from ..sampling import (CountingEps, SampleResult, _merge_frames, initial_noise, model_contexts, resolve_device,
-                        sample_generators)
+from ..checks import check_guidance, check_seed, check_steps
+from ..sampling import model_contexts
 from .editing import inpaint_ddim, noise_to, truncated_schedule
 from .images import check_size, read_images, read_mask
 from .inversion import invert_bdia, invert_ddim, sample_bdia
@@ -94,15 +92,11 @@ class EditResult(SampleResult):
         return render.grid_image(everything, nrow or min(len(everything), 10), scale)
 
 
-def working_net(model: SpriteModel, device: str | None, dtype: torch.dtype) -> tuple[torch.nn.Module, torch.device]:
-    """An eval-mode copy of the model's net on device (the caller's net keeps its device, mode and weights):
-    in float32 spritediff.sample's fast path (prepare_net), in float64 the plain net (the exact method's floor)."""
-    device = resolve_device(device)
-    if not isinstance(model.net, torch.nn.Module):  # an injected stand-in (the server's BatchedNet): used as is
-        return model.net.to(device=device, dtype=dtype).eval(), device
-    if dtype == torch.float32:
-        return prepare_net(model.net, device, fast=True), device
-    return copy.deepcopy(model.net).to(device=device, dtype=dtype).eval(), device
+def working_engine(model: SpriteModel, device: str | None, dtype: torch.dtype = torch.float32) -> Engine:
+    """The engine on a copy of the model's net (the caller's net keeps its device, mode and weights): in float32
+    spritediff.sample's fast path in fp32, in float64 the plain net (the exact method's floor); a stand-in net
+    (the server's BatchedNet) as is."""
+    return Engine(model, resolve_device(device), fast=True, precision="fp32", dtype=dtype)
 
 
 def resolve_contexts(model: SpriteModel, context, n: int, labels=None) -> torch.Tensor | None:
@@ -182,18 +176,18 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     if labels is not None and len(labels) != len(pixels):
         raise SpriteDiffError(f"--labels has {len(labels)} rows for {len(pixels)} images")
     contexts = resolve_contexts(model, context, len(pixels), labels)
-    net, device = working_net(model, device, dtype)
+    engine = working_engine(model, device, dtype)
+    device = engine.device
     latents, latents_t1, recon, errors, kept, timesteps = [], [], [], [], [], []
     start = time.perf_counter()
-    for lo in range(0, len(pixels), batch_size):
-        x0 = to_model_space(pixels[lo:lo + batch_size]).to(device=device, dtype=dtype)
-        ctx = None if contexts is None else contexts[lo:lo + batch_size]
-        eps_fn = CountingEps(Denoiser(net, model.schedule, ctx, guidance, prediction_type=model.prediction_type))
+    for lo, hi in batch_ranges(0, len(pixels), batch_size):
+        x0 = to_model_space(pixels[lo:hi]).to(device=device, dtype=dtype)
+        eps_fn = engine.eps(None if contexts is None else contexts[lo:hi], guidance)
         z, z1 = encode(eps_fn, x0, model, steps, method)
         recorder = FrameRecorder() if frames else None
         x = decode(eps_fn, z, z1, model, steps, recorder)
         if recorder is not None:
-            kept, timesteps = _merge_frames(kept, recorder.frames), recorder.timesteps
+            kept, timesteps = merge_frames(kept, recorder.frames), recorder.timesteps
         latents.append(z.float().cpu())
         latents_t1.append(None if z1 is None else z1.float().cpu())
         recon.append(to_uint8(x))
@@ -229,21 +223,21 @@ def _blend(c_a: torch.Tensor | None, c_b: torch.Tensor | None, alphas: torch.Ten
     return (1 - alphas.float())[:, None] * c_a + alphas.float()[:, None] * c_b
 
 
-def _ends_from_seeds(seeds: Sequence[int], shape: tuple[int, ...]) -> torch.Tensor:
-    """(2,C,H,W): the x_T that spritediff.sample draws for sample 0 with each seed."""
+def _ends_from_seeds(engine: Engine, seeds: Sequence[int]) -> torch.Tensor:
+    """(2,C,H,W) on the engine's device: the x_T that spritediff.sample draws for sample 0 with each seed."""
     if len(seeds) != 2:
         raise SpriteDiffError(f"--seeds takes two seeds, got {len(seeds)}")
     seeds = [check_seed(s, "--seeds") for s in seeds]
-    return torch.cat([initial_noise(sample_generators(s, 1), shape) for s in seeds])
+    return torch.cat([engine.noise(s, 0, 1)[1] for s in seeds])
 
 
-def _ends_from_images(model: SpriteModel, net, images, contexts, guidance: float, steps: int, method: str, device):
+def _ends_from_images(engine: Engine, images, contexts, guidance: float, steps: int, method: str):
     """Two sprites inverted, each with its own context: ((2,C,H,W) x_T, (2,C,H,W) x_t1 or None, names)."""
-    pixels, names = as_images(images, model)
+    pixels, names = as_images(images, engine.model)
     if len(pixels) != 2:
         raise SpriteDiffError(f"--images takes exactly two images to interpolate, got {len(pixels)}")
-    eps_fn = Denoiser(net, model.schedule, contexts, guidance, prediction_type=model.prediction_type)
-    return (*encode(eps_fn, to_model_space(pixels).to(device), model, steps, method), names)
+    eps_fn = engine.eps(contexts, guidance)
+    return (*encode(eps_fn, to_model_space(pixels).to(engine.device), engine.model, steps, method), names)
 
 
 def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=None, frames: int = 8, context=None,
@@ -265,21 +259,20 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
     guidance = check_guidance(guidance, "--guidance")
     c_a, c_b = _two_contexts(model, context)
-    net, device = working_net(model, device, torch.float32)
-    shape = (net.in_channels, net.height, net.height)
+    engine = working_engine(model, device)
+    device, shape = engine.device, engine.shape
     invert_start = time.perf_counter()
     if seeds is not None:
-        ends, ends_t1, settings = _ends_from_seeds(seeds, shape).to(device), None, {"seeds": list(seeds)}
+        ends, ends_t1, settings = _ends_from_seeds(engine, seeds), None, {"seeds": list(seeds)}
     else:
-        ends, ends_t1, names = _ends_from_images(model, net, images, _blend(c_a, c_b, torch.tensor([0.0, 1.0])),
-                                                 guidance, steps, method, device)
+        ends, ends_t1, names = _ends_from_images(engine, images, _blend(c_a, c_b, torch.tensor([0.0, 1.0])),
+                                                 guidance, steps, method)
         settings = {"images": names, "method": method}
     alphas = torch.linspace(0, 1, frames, dtype=torch.float64)
     path = slerp(ends[:1].expand(frames, *shape), ends[1:].expand(frames, *shape), alphas.to(ends.dtype))
     path_t1 = None if ends_t1 is None else slerp(ends_t1[:1].expand(frames, *shape),
                                                  ends_t1[1:].expand(frames, *shape), alphas.to(ends.dtype))
-    eps_fn = CountingEps(Denoiser(net, model.schedule, _blend(c_a, c_b, alphas), guidance,
-                                    prediction_type=model.prediction_type))
+    eps_fn = engine.eps(_blend(c_a, c_b, alphas), guidance)
     recorder = FrameRecorder()
     start = time.perf_counter()
     invert_seconds = start - invert_start if images is not None else 0.0
@@ -321,7 +314,8 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     check_rgb(model)
     holes = None if mask is None else read_mask(mask, model.net.height)
     contexts = model_contexts(context, model, n, seed)
-    net, device = working_net(model, device, torch.float32)
+    engine = working_engine(model, device)
+    device = engine.device
     t0 = round(strength * model.schedule.T)
     settings = {"strength": strength, "t0": t0, "n": n, "seed": seed, "guidance": guidance, "context": context,
                 "mask": holes is not None, "resample": resample, "device": str(device)}
@@ -329,10 +323,10 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     if t0 == 0:
         return EditResult(to_uint8(x), [], [], 0, 0.0, {**settings, "steps": 0}, pixels[0], holes, t0)
     k = edit_steps(steps, t0, model.schedule.T)
-    eps_fn = CountingEps(Denoiser(net, model.schedule, contexts, guidance, prediction_type=model.prediction_type))
+    eps_fn = engine.eps(contexts, guidance)
     recorder = FrameRecorder()
     start = time.perf_counter()
-    out = _denoise_from(eps_fn, x, model, t0, k, holes, seed, resample, recorder)
+    out = _denoise_from(engine, eps_fn, x, t0, k, holes, seed, resample, recorder)
     seconds = time.perf_counter() - start
     return EditResult(to_uint8(out), recorder.frames, recorder.timesteps, eps_fn.calls, seconds,
                       {**settings, "steps": k}, pixels[0], holes, t0)
@@ -352,11 +346,12 @@ def _edit_options(strength: float | None, masked: bool, n: int, guidance: float,
     return strength, resample
 
 
-def _denoise_from(eps_fn, x: torch.Tensor, model: SpriteModel, t0: int, steps: int, holes: np.ndarray | None,
+def _denoise_from(engine: Engine, eps_fn, x: torch.Tensor, t0: int, steps: int, holes: np.ndarray | None,
                   seed: int, resample: int, callback) -> torch.Tensor:
     """Noise x (n,C,H,W) to t0 with streams (seed, i) and denoise: DDIM, or inpainting where holes (H,W) is 1."""
     n = len(x)
-    x_t0 = noise_to(x, initial_noise(sample_generators(seed, n), tuple(x.shape[1:])).to(x.device), model.schedule, t0)
+    model = engine.model
+    x_t0 = noise_to(x, engine.noise(seed, 0, n)[1], model.schedule, t0)
     schedule = truncated_schedule(model.schedule, t0)
     if holes is None:
         return SAMPLERS["ddim"](eps_fn, x_t0, schedule, steps=steps, callback=callback)

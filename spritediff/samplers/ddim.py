@@ -7,13 +7,7 @@ from typing import Sequence
 import torch
 
 from ..schedule import Schedule
-from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, sampler_grid,
-                     spacing_option)
-
-OPTIONS = {
-    "eta": Option(float, 0.0, "noise: 0 deterministic, 1 DDPM-like", low=0.0, high=1.0),
-    "spacing": spacing_option("trailing"),
-}
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like, sampler_grid
 
 
 def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:
@@ -29,7 +23,7 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
-    if not 0.0 <= eta <= 1.0:  # OPTIONS["eta"]'s range: beyond 1, sigma can exceed the jump's whole noise budget
+    if not 0.0 <= eta <= 1.0:  # the registry's declared range of eta: beyond 1, sigma can exceed the jump's whole noise budget
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     ts = sampler_grid(schedule, steps, spacing, timesteps)
     x = x_T

@@ -11,14 +11,8 @@ from typing import Sequence
 import torch
 
 from ..schedule import Schedule
-from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, randn_like, sampler_grid,
-                     spacing_option)
-
-VARIANCES = ("course", "posterior")
-OPTIONS = {
-    "variance": Option(str, "course", "noise: the course's b_t or the posterior's", choices=VARIANCES),
-    "spacing": spacing_option("trailing"),
-}
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like, sampler_grid
+from .registry import VARIANCES
 
 
 def ddpm_sigma(ab_t: float, ab_s: float, variance: str) -> float:

@@ -16,13 +16,7 @@ from typing import Sequence
 import torch
 
 from ..schedule import Schedule
-from .common import (EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, sampler_grid,
-                     spacing_option)
-
-OPTIONS = {
-    "spacing": spacing_option("logsnr"),
-    "lower_order_final": Option(bool, True, "lower the order of the last steps when steps < 15"),
-}
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, sampler_grid
 
 
 def exp_weights(h: float, n: int = 3) -> list[float]:

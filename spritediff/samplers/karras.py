@@ -13,9 +13,7 @@ from typing import Sequence
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, sampler_grid, spacing_option
-
-OPTIONS = {"spacing": spacing_option("karras")}
+from .common import EpsFn, Generator, StepInfo, call_eps, sampler_grid
 
 
 def _eps_ve(eps_fn: EpsFn, x_ve: torch.Tensor, schedule: Schedule, t: int) -> torch.Tensor:

@@ -22,13 +22,9 @@ from typing import Sequence
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, Option, StepInfo, call_eps, predict_x0, sampler_grid, spacing_option
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, sampler_grid
+from .registry import WARMUPS
 
-WARMUPS = ("ab", "heun")
-OPTIONS = {
-    "spacing": spacing_option("logsnr"),
-    "warmup": Option(str, "ab", "the first steps: Adams-Bashforth of lower order, or one Heun step", choices=WARMUPS),
-}
 ADAMS_BASHFORTH = {  # newest eps first
     1: (1.0,),
     2: (3 / 2, -1 / 2),

@@ -17,18 +17,9 @@ import numpy as np
 import torch
 
 from ..schedule import Schedule
-from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0
-from .common import Option, sampler_grid, spacing_option
+from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, sampler_grid
+from .registry import VARIANTS
 from .dpmpp import exp_weights
-
-VARIANTS = ("bh1", "bh2")
-OPTIONS = {
-    "order": Option(int, 2, "order of the predictor", choices=(1, 2, 3)),
-    "spacing": spacing_option("logsnr"),
-    "variant": Option(str, "bh2", "B(h) = 1 - e^-h (bh2) or h (bh1)", choices=VARIANTS),
-    "corrector": Option(bool, True, "apply the corrector UniC after each predictor step"),
-    "lower_order_final": Option(bool, True, "lower the order of the last steps"),
-}
 
 
 def unipc_rhos(rs: list[float], h: float, b_h: float) -> list[float]:

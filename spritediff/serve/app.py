@@ -32,11 +32,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..checkpoint import SpriteModel
-from ..denoiser import DEFAULT_GUIDANCE
+from ..defaults import DEFAULT_GUIDANCE, DEFAULTS, PLAYGROUND_SAMPLE, default_steps
 from ..errors import SpriteDiffError
 from ..fast import prepare_net, resolve_precision
 from ..latent.api import METHODS
-from ..samplers import DEFAULT_STEPS, OPTIONS, SAMPLERS
+from ..samplers import REGISTRY
 from .batcher import ModelBatcher
 from .config import ServeConfig
 from .edits import run_edit
@@ -92,14 +92,15 @@ def model_info(model: SpriteModel, device: torch.device, config: ServeConfig) ->
     """GET /api/info: what the page builds its controls from."""
     T = model.schedule.T
     high = min(T, config.max_steps)
-    samplers = {name: {"default_steps": min(DEFAULT_STEPS.get(name, T), high),
-                       "options": {key: _option_info(option) for key, option in OPTIONS[name].items()}}
-                for name in SAMPLERS}
+    samplers = {name: {"default_steps": min(default_steps(PLAYGROUND_SAMPLE, name, T), high),
+                       "options": {key: _option_info(option) for key, option in entry.options.items()}}
+                for name, entry in REGISTRY.items()}
     return {"model": {"name": "default model" if model.path is None else Path(model.path).name,
                       "classes": list(model.classes), "size": model.net.height, "T": T,
                       "credit": model.info.get("credit"), "device": str(device),
                       "class_mix": None if model.class_mix is None else list(model.class_mix)},
             "samplers": samplers, "max_steps": high, "default_guidance": DEFAULT_GUIDANCE,
+            "defaults": {name: defaults.public() for name, defaults in DEFAULTS.items()},
             "race": {"lanes": list(RACE_LANES), "solvers": race_solvers(), "default_solver": DEFAULT_SOLVER},
             "edit": {"ops": list(EDIT_OPS), "methods": list(METHODS)},
             "limits": config.public() | {"max_batch_rows": config.batch_rows(device.type)}}

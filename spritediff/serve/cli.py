@@ -19,12 +19,10 @@ STOP_GRACE_S = 5  # on Ctrl-C or SIGTERM, runs still streaming after this are ca
 
 def add_serve_parser(sub) -> None:
     from ..arguments import add_device_argument, add_model_argument, bounded_int, positive_float, positive_int
-    from ..fast import PRECISIONS
+    from ..checks import PRECISIONS
 
     d = ServeConfig()
-    p = sub.add_parser("serve", help="a local web playground: sample, race DDPM against DDIM, edit (needs the web "
-                                     "extra)",
-                       description="Serve the playground page: sample with live frames, race DDPM-500 against "
+    p = sub.add_parser("serve", description="Serve the playground page: sample with live frames, race DDPM-500 against "
                                    "DDIM-20 and a few-step solver, invert, interpolate, vary and inpaint sprites. "
                                    "Requests that arrive together share model calls (dynamic batching). Needs pip "
                                    "install 'spritediff[web]'. Sprites by ElvGames, FrootsnVeggies and kyrise.")
@@ -60,7 +58,7 @@ def add_serve_parser(sub) -> None:
 def run_serve(args) -> int:
     uvicorn, create_app = _web_modules()
     from ..checkpoint import load_model
-    from ..sampling import resolve_device
+    from ..engine import resolve_device
 
     config = ServeConfig(max_active=args.max_active, queue=args.queue, max_batch_rows=args.max_batch_rows,
                          batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching, max_n=args.max_n,

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..sampling import SampleResult
+from ..engine import SampleResult
 from .images import GRID_SCALE, png_bytes
 
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
@@ -34,7 +34,7 @@ def worst_result_bytes(config, pixel_bytes: int) -> int:
     uint8 sprite. A sample keeps max_n sprites and GIF_FRAMES (x_t, x0_hat) frames of its first FRAMES_N; an edit
     at most max_edit_n results and one frame pair per step, inversion encoding and decoding (2 * steps); float32
     latents, inputs and the interpolation's frames are counted four bytes a value."""
-    from ..sampling import FRAMES_N
+    from ..defaults import FRAMES_N
     from .runs import GIF_FRAMES
 
     sample = pixel_bytes * (config.max_n + 2 * GIF_FRAMES * min(config.max_n, FRAMES_N))

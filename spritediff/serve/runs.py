@@ -1,8 +1,9 @@
-"""What one sample request (or one race lane) does on its job thread, driving a sampler itself.
+"""What one sample request (or one race lane) does on its job thread: a thin adapter over spritediff.engine.
 
-Exactly what spritediff.sample does for samples 0..n-1 of one batch: x_T row i from noise stream (seed, i), the
-sampler's noise from the same per-row generators, context rows from spritediff.sample's rules and a Denoiser with
-the guidance, only its net is a BatchedNet whose calls are merged with other requests' (batcher.py). So the
+The engine runs samples 0..n-1 as one batch exactly as for spritediff.sample: x_T row i from noise stream
+(seed, i), the sampler's noise from the same per-row generators, context rows from spritediff.sample's rules and a
+Denoiser with the guidance; only its net is an injected BatchedNet whose calls are merged with other requests'
+(batcher.py). So the
 sprites equal `spritediff sample`'s with the same seed and settings, to within one grey level (a merged call has
 another batch size, and convolutions of different batch sizes may round differently).
 """
@@ -14,11 +15,9 @@ import numpy as np
 import torch
 
 from ..checkpoint import SpriteModel
-from ..denoiser import Denoiser
-from ..finite import check_finite
+from ..engine import FRAMES_N, Engine, SamplePlan, SampleResult
 from ..pixels import to_uint8
-from ..samplers import SAMPLERS, StepInfo
-from ..sampling import FRAMES_N, CountingEps, SampleResult, initial_noise, sample_generators
+from ..samplers.common import StepInfo
 from .batcher import BatchedNet, ModelBatcher
 from .images import data_url, grid_url
 from .jobs import Job
@@ -60,8 +59,8 @@ class FrameStreamer:
     The event carries the uint8 pair (x_t, x0_hat) of all n samples; the HTTP layer encodes it as a PNG.
     """
 
-    def __init__(self, job: Job, eps_fn: CountingEps, steps: int, interval: float, enabled: bool):
-        self.job, self.eps_fn, self.steps, self.interval, self.enabled = job, eps_fn, steps, interval, enabled
+    def __init__(self, job: Job, engine: Engine, steps: int, interval: float, enabled: bool):
+        self.job, self.engine, self.steps, self.interval, self.enabled = job, engine, steps, interval, enabled
         self.last = -float("inf")
 
     def step(self, info: StepInfo) -> None:
@@ -69,7 +68,7 @@ class FrameStreamer:
         if not self.enabled or now - self.last < self.interval:
             return
         self.last = now
-        self.job.emit({"type": "frame", "step": info.index, "t": info.t, "nfe": self.eps_fn.calls, "of": self.steps,
+        self.job.emit({"type": "frame", "step": info.index, "t": info.t, "nfe": self.engine.current.calls, "of": self.steps,
                        "elapsed": round(now - self.job.started_at, 4),
                        "pair": (to_uint8(info.x_t), to_uint8(info.x0_hat))})
 
@@ -78,31 +77,26 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
                store: ResultStore | None, interval: float) -> dict:
     """Sample request.n sprites on this thread with merged model calls; returns the "done" event (grid, NFE,
     seconds, the result's id for downloads). A non-finite sample is a SpriteDiffError (one line to the client)."""
-    net = BatchedNet(batcher, model.net, job.check)
-    shape = (net.in_channels, net.height, net.height)
-    generators = sample_generators(request.seed, request.n)
-    x_T = initial_noise(generators, shape)
     rows = request.context.rows(model, request.n, request.seed)
-    eps_fn = CountingEps(Denoiser(net, model.schedule, rows, request.guidance,
-                                    prediction_type=model.prediction_type))
+    plan = SamplePlan(sampler=request.sampler, steps=request.steps, n=request.n, seed=request.seed,
+                      device=torch.device("cpu"), batch_size=request.n, options=request.options,
+                      guidance=request.guidance, contexts=None if rows is None else (lambda lo, hi: rows[lo:hi]),
+                      fast=False)  # the batcher's net is prepared once for all requests (app.py)
+    engine = Engine(model, plan.device, fast=False, net=BatchedNet(batcher, model.net, job.check))
     keeper = FrameKeeper(min(request.n, FRAMES_N))
-    streamer = FrameStreamer(job, eps_fn, request.steps, interval, request.frames)
+    streamer = FrameStreamer(job, engine, request.steps, interval, request.frames)
 
-    def callback(info: StepInfo) -> None:
+    def callback(info: StepInfo, first: int) -> None:
         job.check()
         keeper.add(info)
         streamer.step(info)
 
     with batcher.participant():
-        start = time.perf_counter()
-        x0 = SAMPLERS[request.sampler](eps_fn, x_T, model.schedule, steps=request.steps, generator=generators,
-                                       callback=callback, **request.options)
-        seconds = time.perf_counter() - start
-    check_finite(x0, 0, model.net, request.guidance, rows)
-    images = to_uint8(x0)
+        run = engine.sample(plan, np.empty((request.n, *engine.shape[1:], engine.shape[0]), np.uint8), callback)
+    images, seconds = run.images, run.seconds
     settings = request.settings(model.classes)
-    result = SampleResult(images, *keeper.kept(), eps_fn.calls, seconds, settings)
+    result = SampleResult(images, *keeper.kept(), run.nfe, seconds, settings)
     result_id = store.put(result, f"{request.sampler}{request.steps}-seed{request.seed}") if store else None
-    return {"type": "done", "id": result_id, "nfe": eps_fn.calls, "seconds": round(seconds, 4),
+    return {"type": "done", "id": result_id, "nfe": run.nfe, "seconds": round(seconds, 4),
             "images_per_second": round(request.n / max(seconds, 1e-9), 2), "settings": settings,
             "grid": grid_url(images), "sprites": [data_url(image) for image in images]}

@@ -14,13 +14,13 @@ import torch
 
 from ..checkpoint import SpriteModel
 from ..context import DRAWN, check_has_classes, check_mix_available, context_vector
-from ..denoiser import DEFAULT_GUIDANCE
+from ..defaults import DEFAULT_GUIDANCE, PLAYGROUND_RACE, PLAYGROUND_SAMPLE, default_steps
 from ..errors import SpriteDiffError
 from ..latent.api import METHODS, REPAINT_DEFAULT
-from ..samplers import DEFAULT_STEPS, SAMPLERS
-from ..samplers.common import shown
+from ..samplers import REGISTRY
 from ..sampling import model_contexts
-from ..specs import check_guidance, check_int, check_number, check_options, check_sampler, check_seed
+from ..checks import check_guidance, check_int, check_number, check_seed, shown
+from ..specs import check_options, check_sampler
 from .config import ServeConfig
 from .images import decode_upload
 
@@ -158,11 +158,11 @@ SAMPLE_FIELDS = ("sampler", "steps", "options", "n", "seed", "context", "guidanc
 
 
 def parse_sample(payload: dict, model: SpriteModel, config: ServeConfig) -> SampleRequest:
-    """POST /api/sample's body -> SampleRequest. Defaults: ddim with its default steps (interactive; `spritediff
-    sample`'s is ddpm-50), n 16 (the page's), seed 0, no context (the page starts on the training mix), guidance
-    0.5."""
+    """POST /api/sample's body -> SampleRequest. Defaults: spritediff.defaults.PLAYGROUND_SAMPLE's sampler and
+    steps (ddim-20, interactive; `spritediff sample`'s is ddpm-50), n 16 (the page's), seed 0, no context (the page
+    itself starts on PLAYGROUND_SAMPLE's context, the training mix), its guidance."""
     _fields(payload, SAMPLE_FIELDS, "sample")
-    sampler = check_sampler(payload.get("sampler", "ddim"))
+    sampler = check_sampler(payload.get("sampler", PLAYGROUND_SAMPLE.sampler))
     options = payload.get("options", {})
     if not isinstance(options, dict):
         raise SpriteDiffError(f"options must be an object like {{\"eta\": 0.5}}, got {shown(options)}")
@@ -171,14 +171,14 @@ def parse_sample(payload: dict, model: SpriteModel, config: ServeConfig) -> Samp
         options=check_options(sampler, options, " (in options)"),
         n=check_int(payload.get("n", 16), "n", 1, config.max_n), seed=check_seed(payload.get("seed", 0)),
         context=parse_context_field(payload.get("context"), model, config),
-        guidance=_guidance(payload.get("guidance", DEFAULT_GUIDANCE), config),
+        guidance=_guidance(payload.get("guidance", PLAYGROUND_SAMPLE.guidance), config),
         frames=_bool(payload.get("frames", True), "frames"))
 
 
 def _steps(value, sampler: str, model: SpriteModel, config: ServeConfig) -> int:
     high = min(model.schedule.T, config.max_steps)
     if value is None:
-        return min(DEFAULT_STEPS.get(sampler, model.schedule.T), high)
+        return min(default_steps(PLAYGROUND_SAMPLE, sampler, model.schedule.T), high)
     return check_int(value, "steps", 1, high)
 
 
@@ -207,14 +207,14 @@ def parse_race(payload: dict, model: SpriteModel, config: ServeConfig) -> RaceRe
     common = {"n": check_int(payload.get("n", 4), "n", 1, config.max_race_n),
               "seed": check_seed(payload.get("seed", 0)),
               "context": parse_context_field(payload.get("context"), model, config),
-              "guidance": _guidance(payload.get("guidance", DEFAULT_GUIDANCE), config)}
+              "guidance": _guidance(payload.get("guidance", PLAYGROUND_RACE.guidance), config)}
     lanes = tuple(SampleRequest(name, _steps(None, name, model, config), {}, **common)
                   for name in (*RACE_LANES, solver))
     return RaceRequest(lanes)
 
 
 def race_solvers() -> list[str]:
-    return [name for name in SAMPLERS if name not in RACE_LANES]
+    return [name for name in REGISTRY if name not in RACE_LANES]
 
 
 @dataclass(frozen=True)

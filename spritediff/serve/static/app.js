@@ -107,14 +107,15 @@ async function loadInfo() {
 }
 
 function buildSampleControls() {
-  const { samplers, limits, max_steps: maxSteps, default_guidance: guidance } = state.info;
+  const { samplers, limits, max_steps: maxSteps } = state.info;
+  const defaults = state.info.defaults.playground_sample;  // spritediff/defaults.py, declared once
   const select = $("s-sampler");
   for (const name of Object.keys(samplers)) select.append(el("option", { value: name, text: name }));
-  select.value = "ddim";
+  select.value = defaults.sampler;
   $("s-steps").max = maxSteps;
   $("s-n").max = limits.max_n;
   $("s-guidance").max = limits.max_guidance;
-  $("s-guidance").value = guidance;
+  $("s-guidance").value = defaults.guidance;
   select.addEventListener("change", onSamplerChange);
   $("s-steps").addEventListener("input", () => { state.stepsEdited = true; });
   onSamplerChange();
@@ -181,9 +182,11 @@ function buildMixer() {
   for (const radio of document.querySelectorAll("input[name=s-mode]")) {
     radio.addEventListener("change", updateContextText);
   }
-  if (state.info.model.class_mix) {  // as spritediff sample: the training class mix by default
+  if (state.info.model.class_mix) {
     $("s-mode-mix").hidden = false;
-    document.querySelector("input[name=s-mode][value=mix]").checked = true;
+    if (state.info.defaults.playground_sample.context === "mix") {  // as spritediff sample: the training mix
+      document.querySelector("input[name=s-mode][value=mix]").checked = true;
+    }
   }
   updateContextText();
 }
@@ -308,7 +311,9 @@ function buildRaceControls() {
   $("r-n").max = limits.max_race_n;
   for (const name of race.solvers) $("r-solver").append(el("option", { value: name, text: name }));
   $("r-solver").value = race.default_solver;
-  $("r-guidance").value = state.info.default_guidance;
+  const defaults = state.info.defaults.playground_race;  // spritediff/defaults.py, declared once
+  $("r-context").value = defaults.context || "none";
+  $("r-guidance").value = defaults.guidance;
   buildLanes([...race.lanes, race.default_solver].map((name) => ({ lane: name, steps: samplers[name].default_steps })));
 }
 

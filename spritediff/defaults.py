@@ -1,0 +1,55 @@
+"""The sampling defaults of every front-end, declared once; each front-end reads its own line here.
+
+`spritediff sample`, `spritediff.sample`, `spritediff eval` and the playground (which fetches this table from
+GET /api/info, "defaults") differ on purpose; docs/design.md, "Defaults, and why they differ", gives the
+reasons, and tests/test_defaults.py checks that each front-end uses its line. No torch here: the CLI's --help
+prints these values.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+DEFAULT_GUIDANCE = 0.5  # docs/results.md, guidance table: precision, recall and class accuracy gain over 0; 0 = plain conditional
+FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows these)
+GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
+BATCH_SIZE = {"cpu": 128, "cuda": 1024}  # default samples per model call, by device type
+MAX_BATCH_SIZE = 65_536  # a batch is one tensor on the device: this bounds sampling's memory whatever n is
+MIX = "mix"  # as a default context: the model's stored training class mix, or no context for a model without one
+
+
+@dataclass(frozen=True)
+class SampleDefaults:
+    """What a front-end samples with when the user says nothing.
+
+    sampler: a registered sampler, or None where the front-end has no single sampler (eval's specs, the Race's
+    lanes); steps: model calls, or None for the sampler's own default (REGISTRY); context: a spec, MIX (the
+    model's class mix where it stores one, else none) or None (no context); guidance: used with a context.
+    """
+
+    sampler: str | None
+    steps: int | None
+    context: str | None
+    guidance: float = DEFAULT_GUIDANCE
+
+    def public(self) -> dict:
+        return asdict(self)
+
+
+CLI_SAMPLE = SampleDefaults("ddpm", 50, MIX)  # the cleanest sprites of the default model (docs/default_model.md)
+API_SAMPLE = SampleDefaults("ddim", None, None)  # the fast, deterministic sampler; a context only when asked
+PLAYGROUND_SAMPLE = SampleDefaults("ddim", None, MIX)  # interactive: DDIM-20 answers in a blink; classes as sample's
+PLAYGROUND_RACE = SampleDefaults(None, None, None)  # lanes ddpm, ddim and a solver, each its own default steps
+EVAL = SampleDefaults(None, None, None)  # the model's own p(x) against the real set, comparable across models
+
+DEFAULTS = {"cli_sample": CLI_SAMPLE, "api_sample": API_SAMPLE, "playground_sample": PLAYGROUND_SAMPLE,
+            "playground_race": PLAYGROUND_RACE, "eval": EVAL}
+
+
+def default_steps(defaults: SampleDefaults, sampler: str, T: int) -> int:
+    """The steps a front-end runs `sampler` with when none are given: its own line's steps for its own default
+    sampler, else the sampler's registered default; never more than T."""
+    from .samplers.registry import REGISTRY
+
+    if defaults.steps is not None and sampler == defaults.sampler:
+        return min(defaults.steps, T)
+    return REGISTRY[sampler].steps_for(T)

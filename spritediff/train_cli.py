@@ -1,0 +1,160 @@
+"""`spritediff train`: its parser and runner (the training loop itself is train.py). Importing this module
+imports no torch, so `spritediff --help` stays instant."""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from pathlib import Path
+
+from .errors import SpriteDiffError
+from .outputs import model_out_path
+
+
+def add_train_parser(sub) -> None:
+    from .arguments import (add_device_argument, duration, finite_float, nonnegative_float, positive_float,
+                            positive_int, seed_int, step_list)
+    from .train_config import COURSE_STEPS, TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser("train", description="Train a ContextUnet with the course's recipe (correct noise formula) plus an EMA "
+                                   "of the weights (warmed up), which is what the saved model holds. Writes OUT "
+                                   "(.safetensors), OUT's .train.pt (resumable state) and .log.jsonl beside it. "
+                                   "Several processes: torchrun --nproc_per_node=K -m spritediff train ...")
+    p.add_argument("--data", required=True, help="(N,H,H,3) RGB or (N,H,H,4) RGBA uint8 .npy (e.g. the course's "
+                                                 "sprites file), or a folder of images: one subfolder per class, or "
+                                                 "the images themselves (no classes); H a multiple of 4 from 8 to 64")
+    p.add_argument("--channels", choices=("auto", 3, 4), default="auto",
+                   type=lambda text: int(text) if text in ("3", "4") else text,
+                   help="auto (default): an array keeps its own; a folder is RGBA if any pixel of any image is not "
+                        "fully opaque (its opaque images then get alpha 255), else RGB. 3: RGB, transparency "
+                        "flattened onto black. 4: RGBA, alpha 255 where an image has none. A fully transparent "
+                        "pixel's invisible colour is stored as black")
+    p.add_argument("--labels", help="(N,K) one-hot .npy for a context model: the course's labels file gives its "
+                   "five class names (hero, non-hero, food, spell, side-facing); any other file names its K "
+                   "columns class0 .. classK-1")
+    p.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--steps", type=positive_int, help=f"optimizer steps (default {COURSE_STEPS}: the course's "
+                                                           "32 epochs of 89,400 images at batch 100)")
+    length.add_argument("--epochs", type=positive_float, help="passes over the given data instead of --steps")
+    length.add_argument("--time", type=duration, metavar="SPAN",
+                        help="train for a wall-clock budget such as 30m, 1h or 1h30m instead of --steps: a few steps "
+                             "are timed on this machine, the run gets as many as fit, and its learning-rate decay "
+                             "and EMA are fitted to that length (recorded in the model; one process only)")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help=f"global batch size (default {d.batch})")
+    p.add_argument("--lr", type=positive_float, default=d.lr,
+                   help=f"Adam learning rate, decayed linearly to 0 (default {d.lr})")
+    p.add_argument("--lr-decay-steps", type=positive_int, default=None, metavar="N",
+                   help="the linear decay reaches 0 at step N, at or past the run's end (default: at its end); "
+                        "larger, the run stops before the learning rate is annealed, as in a run cut short by a "
+                        "time limit")
+    p.add_argument("--n-feat", type=positive_int, default=d.n_feat, help=f"U-Net width (default {d.n_feat})")
+    p.add_argument("--context-drop", type=finite_float, default=d.context_drop,
+                   help=f"probability of training a sample without its context (default {d.context_drop})")
+    p.add_argument("--ema", type=finite_float, default=d.ema, help=f"EMA decay of the saved weights (default {d.ema})")
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=d.ema_warmup,
+                   help="warm the EMA up (default): decay min(--ema, (1 + n) / (10 + n)) after n steps, so that a "
+                        "short run's saved weights do not still carry its first ones (without it 13%% of the average "
+                        "is the step-1 weights after 2,000 steps at decay 0.999; docs/default_model.md). "
+                        "--no-ema-warmup: the fixed decay, as in runs made before this option existed (resume "
+                        "those with it)")
+    p.add_argument("--seed", type=seed_int, default=d.seed,
+                   help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
+    add_device_argument(p)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
+                   help="fp32 (default, bit-reproducible) or bf16: autocast forward pass and channels-last weights, "
+                        "1.6-2x faster a step on CPUs with AVX-512 BF16, the same loss curve (docs/results.md)")
+    p.add_argument("--prediction", choices=["eps", "x0", "v"], default=d.prediction,
+                   help="what the net learns to predict: eps (default, the noise), x0 (the clean image) or v "
+                        "(sqrt(ab) eps - sqrt(1-ab) x0); stored in the model, every sampler reads it")
+    p.add_argument("--min-snr-gamma", type=nonnegative_float, default=d.min_snr_gamma,
+                   help="Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss weighted so that its "
+                        "weight in x0 terms is min(SNR, gamma); 5 is the paper's choice; 0 (default) is the course's "
+                        "plain MSE")
+    p.add_argument("--input-perturbation", type=nonnegative_float, default=d.input_perturbation, metavar="GAMMA",
+                   help="input perturbation (DDPM-IP, Ning et al. 2023): the net's input x_t is built from noise + "
+                        "GAMMA xi (xi fresh Gaussian noise) while its target keeps the noise, so training sees inputs "
+                        "as far off the forward process as sampling's own steps; 0.1 is the paper's choice; 0 "
+                        "(default) off")
+    p.add_argument("--init", metavar="MODEL", default=d.init,
+                   help="fine-tune: start from MODEL's weights (a .safetensors or course .pth; 'default': the shipped "
+                        "model) instead of fresh ones from --seed; the net must match --n-feat and the data, and the "
+                        "optimizer and learning rate start afresh. Resume such a run with the same --init")
+    p.add_argument("--ckpt-every", type=positive_int, default=1000, help="checkpoint every N steps (default 1000)")
+    p.add_argument("--fp32", action="store_true", help="store the model in float32 (default float16)")
+    p.add_argument("--snapshots", type=step_list, default=(),
+                   help="steps at which to also keep the EMA and raw weights, e.g. 500,1000,2000 "
+                        "(OUT-step500.safetensors, OUT-step500-raw.safetensors)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from OUT's .train.pt checkpoint (without --steps: to the run's own end); a "
+                            "finished run continues to a larger --steps, its learning rate decaying over the new total")
+    start.add_argument("--overwrite", action="store_true",
+                       help="replace an existing run at OUT (its model, .train.pt and .log.jsonl); without it "
+                            "train refuses to start over an existing run")
+    p.set_defaults(run=run_train, kept=what_train_kept)
+
+
+def run_train(args) -> int:
+    import torch
+
+    from .data import load_data
+    from .engine import resolve_device
+    from .train import TrainConfig, check_run_files, fit_to_time, run_training
+
+    out = model_out_path(args.out)
+    check_run_files(out, args.resume, args.overwrite)
+    if args.time and (args.resume or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        raise SpriteDiffError("--time chooses a new run's length in one process; resume with --resume alone, "
+                              "and under torchrun give --steps")
+    device = resolve_device(args.device)
+    data = load_data(args.data, args.labels, args.channels)
+    steps = train_steps(args, len(data), out)
+    config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
+                         context_drop=args.context_drop, ema=args.ema, ema_warmup=args.ema_warmup, seed=args.seed,
+                         precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
+                         input_perturbation=args.input_perturbation, lr_decay_steps=args.lr_decay_steps or 0,
+                         init=args.init)
+    record = None
+    if args.time:
+        config, record = fit_to_time(config, data, device, args.time)
+        print(f"--time {args.time:g} s: {config.steps} steps at {record['probe_seconds_per_step']} s a step, "
+              f"EMA decay {config.ema}", file=sys.stderr)
+    model = run_training(config, data, out, device, args.ckpt_every, args.resume,
+                         progress=sys.stderr.isatty(), data_name=Path(args.data).name,
+                         dtype=torch.float32 if args.fp32 else torch.float16, snapshots=args.snapshots,
+                         overwrite=args.overwrite, record=record)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"wrote {out} after {model.info['steps_done']} steps ({model.info['wall_seconds']} s)")
+    return 0
+
+
+def train_steps(args, n_images: int, out: Path) -> int:
+    """--steps, else ceil(--epochs * N / --batch), else on --resume the run's own total, else COURSE_STEPS."""
+    from .train import COURSE_STEPS, MAX_STEPS, checkpoint_steps
+
+    if args.steps:
+        steps = args.steps
+    elif args.epochs:
+        steps = math.ceil(args.epochs * n_images / args.batch)
+    else:
+        steps = checkpoint_steps(out) if args.resume else COURSE_STEPS
+    if steps > MAX_STEPS:
+        raise SpriteDiffError(f"--steps (or --epochs) asks for {steps} steps; at most {MAX_STEPS}")
+    return steps
+
+
+def what_train_kept(args) -> str:
+    """What a stopped train leaves behind: its last checkpoint, and the model written with it."""
+    from .train import read_state, state_path
+
+    state = state_path(model_out_path(args.out))
+    if not state.is_file():
+        return "no checkpoint was written yet, nothing is left of this run"
+    try:
+        step = read_state(state)["step"]
+    except SpriteDiffError:
+        return f"the run's last checkpoint is {state}"
+    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {args.out} from it); --resume goes on"
