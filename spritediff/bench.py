@@ -20,10 +20,9 @@ from typing import Sequence
 import torch
 
 from .checkpoint import SpriteModel
-from .denoiser import Denoiser
-from .fast import check_precision, graphed_or_eager, prepare_net, resolve_precision
+from .fast import check_precision, resolve_precision
 from .pixels import to_uint8
-from .engine import resolve_device
+from .engine import Engine, resolve_device
 from .sampling import sample
 from .errors import SpriteDiffError
 from .checks import check_int, check_seed
@@ -212,11 +211,10 @@ def time_diffusers(model: SpriteModel, spec: SamplerSpec, n: int, device: torch.
     """diffusers' DDIM loop on the plain fp32 net (as stored), from sample()'s noise for this seed: one warm-up,
     then `repeat` timed runs; its max difference from sample() at each precision."""
     from .reference import diffusers_ddim, diffusers_ddim_loop
-    from .engine import initial_noise, sample_generators
 
-    net = prepare_net(model.net, device, fast=False)
-    eps_fn = Denoiser(net, model.schedule, prediction_type=model.prediction_type)
-    x_T = initial_noise(sample_generators(seed, n), (net.in_channels, net.height, net.height)).to(device)
+    engine = Engine(model, device, fast=False)
+    eps_fn = engine.eps().eps_fn
+    x_T = engine.noise(seed, 0, n)[1]
     scheduler = diffusers_ddim(model.schedule)
     theirs = to_uint8(diffusers_ddim_loop(scheduler, eps_fn, x_T, spec.steps))
     times = [timed(lambda: diffusers_ddim_loop(scheduler, eps_fn, x_T, spec.steps), device) for _ in range(repeat)]
@@ -234,12 +232,9 @@ def bare_calls(model: SpriteModel, nfe: int, n: int, device: torch.device, fast:
                precision: str = "fp32"):
     """A function that calls the denoiser nfe times on one fixed (n,C,H,W) batch at t = T/2, no context,
     through the same inference path as sample(..., fast=fast, precision=precision)."""
-    net = prepare_net(model.net, device, fast)
-    shape = (n, net.in_channels, net.height, net.height)
-    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
-    denoiser = Denoiser(net, model.schedule, bf16=resolve_precision(precision, device, rows=n) == "bf16",
-                        prediction_type=model.prediction_type)
-    denoiser = graphed_or_eager(denoiser, x) if fast and device.type == "cuda" else denoiser
+    engine = Engine(model, device, fast, resolve_precision(precision, device, rows=n))
+    x = torch.randn((n, *engine.shape), generator=torch.Generator().manual_seed(0)).to(device)
+    denoiser = engine.eps(example_x=x).eps_fn  # the CUDA graph when fast on CUDA, as sample() runs it
     t = torch.full((n,), model.schedule.T // 2, dtype=torch.long, device=device)
 
     def calls() -> None:

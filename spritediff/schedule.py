@@ -63,7 +63,8 @@ class Schedule:
         return math.sqrt((1.0 - ab) / ab)
 
     def log_snr(self, t: int) -> float:
-        """lambda_t = log(alpha_t / sigma_t) with alpha_t = sqrt(ab_t), sigma_t = sqrt(1 - ab_t)."""
+        """lambda_t = log(alpha_t / std_t) with alpha_t = sqrt(ab_t), std_t = sqrt(1 - ab_t) (the VP noise std; sigma is
+        the VE view's, Schedule.sigma)."""
         ab = self.alpha_bar(t)
         return 0.5 * math.log(ab / (1.0 - ab)) if ab < 1.0 else math.inf
 

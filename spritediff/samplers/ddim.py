@@ -1,4 +1,8 @@
-"""DDIM (Song et al. 2021): x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - sigma^2) eps_hat + sigma z."""
+"""DDIM (Song et al. 2021): x_s = sqrt(ab_s) x0_hat + sqrt(1 - ab_s - noise_std^2) eps_hat + noise_std z.
+
+noise_std is the paper's sigma_t (docs/design.md, section 4.7); in this package `sigma` is only the VE view's
+sqrt((1 - ab) / ab) (Schedule.sigma, samplers/karras.py).
+"""
 from __future__ import annotations
 
 import math
@@ -10,8 +14,8 @@ from ..schedule import Schedule
 from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like, sampler_grid
 
 
-def ddim_sigma(ab_t: float, ab_s: float, eta: float) -> float:
-    """sigma = eta sqrt((1 - ab_s)/(1 - ab_t)) sqrt(1 - ab_t/ab_s) for the jump t -> s."""
+def ddim_noise_std(ab_t: float, ab_s: float, eta: float) -> float:
+    """noise_std = eta sqrt((1 - ab_s)/(1 - ab_t)) sqrt(1 - ab_t/ab_s) for the jump t -> s."""
     return eta * math.sqrt((1.0 - ab_s) / (1.0 - ab_t)) * math.sqrt(1.0 - ab_t / ab_s)
 
 
@@ -23,7 +27,8 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int
 
     x_T: (B,C,H,W) standard normal. Returns x at t = 0, same shape and dtype.
     """
-    if not 0.0 <= eta <= 1.0:  # the registry's declared range of eta: beyond 1, sigma can exceed the jump's whole noise budget
+    if not 0.0 <= eta <= 1.0:  # eta's declared range (registry.py): beyond 1, noise_std can exceed the jump's
+        # whole noise budget
         raise ValueError(f"eta must be in [0, 1], got {eta}")
     ts = sampler_grid(schedule, steps, spacing, timesteps)
     x = x_T
@@ -33,8 +38,8 @@ def sample_ddim(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int
         x0_hat = predict_x0(x, eps, ab_t)
         if callback is not None:
             callback(StepInfo(i, t, x, x0_hat))
-        sigma = ddim_sigma(ab_t, ab_s, eta) if s > 0 else 0.0
-        x = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1.0 - ab_s - sigma**2, 0.0)) * eps
-        if sigma > 0:
-            x = x + sigma * randn_like(x, generator)
+        noise_std = ddim_noise_std(ab_t, ab_s, eta) if s > 0 else 0.0
+        x = math.sqrt(ab_s) * x0_hat + math.sqrt(max(1.0 - ab_s - noise_std**2, 0.0)) * eps
+        if noise_std > 0:
+            x = x + noise_std * randn_like(x, generator)
     return x

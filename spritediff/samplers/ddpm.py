@@ -1,7 +1,8 @@
 """DDPM (Ho et al. 2020): the ancestral Markov chain, one model call per kept timestep.
 
 With steps < T it jumps between the same timesteps as DDIM; a jump t -> s is one DDPM step with
-alpha = ab_t / ab_s and beta = 1 - alpha, so DDPM and DDIM can be compared at equal model calls.
+alpha = ab_t / ab_s and beta = 1 - alpha, so DDPM and DDIM can be compared at equal model calls
+(docs/design.md, section 4.6; its sigma_t is noise_std here: `sigma` is only the VE view's, Schedule.sigma).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .common import EpsFn, Generator, StepInfo, call_eps, predict_x0, randn_like
 from .registry import VARIANCES
 
 
-def ddpm_sigma(ab_t: float, ab_s: float, variance: str) -> float:
+def ddpm_noise_std(ab_t: float, ab_s: float, variance: str) -> float:
     """Noise scale of the jump t -> s: sqrt(beta) (course) or the posterior's sqrt(beta (1-ab_s)/(1-ab_t))."""
     beta = 1.0 - ab_t / ab_s
     if variance == "course":
@@ -41,8 +42,8 @@ def sample_ddpm(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int
         eps = call_eps(eps_fn, x, t)
         if callback is not None:
             callback(StepInfo(i, t, x, predict_x0(x, eps, ab_t)))
-        sigma = ddpm_sigma(ab_t, ab_s, variance)
+        noise_std = ddpm_noise_std(ab_t, ab_s, variance)
         x = (x - eps * (1.0 - alpha) / math.sqrt(1.0 - ab_t)) / math.sqrt(alpha)
         if s > 0:
-            x = x + sigma * randn_like(x, generator)
+            x = x + noise_std * randn_like(x, generator)
     return x

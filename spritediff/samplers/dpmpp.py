@@ -1,12 +1,12 @@
 """DPM-Solver++ (Lu et al. 2022), multistep, data prediction: 2M and 3M.
 
-Over lambda = log(alpha / sigma) (alpha = sqrt(ab), sigma = sqrt(1 - ab)) the probability-flow ODE has the exact
-solution x_t = (sigma_t / sigma_s) x_s + sigma_t * integral_{lambda_s}^{lambda_t} e^lambda x0(lambda) dlambda.
+Over lambda = log(alpha / std) (alpha = sqrt(ab), std = sqrt(1 - ab), the VP view's noise std) the probability-flow ODE has the exact
+solution x_t = (std_t / std_s) x_s + std_t * integral_{lambda_s}^{lambda_t} e^lambda x0(lambda) dlambda.
 Writing x0(lambda_s + tau) = sum_k x0^(k) tau^k / k! and h = lambda_t - lambda_s, the integral is
 alpha_t * sum_k w_k(h) x0^(k), with w_0 = 1 - e^-h and w_k = h^k / k! - w_{k-1}:
-    x_t = (sigma_t / sigma_s) x_s + alpha_t (w_0 x0 + w_1 x0' + w_2 x0'' + ...).
+    x_t = (std_t / std_s) x_s + alpha_t (w_0 x0 + w_1 x0' + w_2 x0'' + ...).
 The multistep solvers estimate x0' (and x0'') from the x0_hat of earlier steps, so each step costs one model call.
-Every step uses the exact alpha, sigma, lambda of the integer t the model is called at.
+Every step uses the exact alpha, std, lambda of the integer t the model is called at.
 """
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ def dpmpp_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
     """One multistep step from the newest point lambdas[-1] to lambda_next (finite), order len(x0s) <= 3.
 
     lambdas: log-SNR of the last 1-3 model calls, oldest first; x0s: their x0_hat, each (B,C,H,W).
-    Order 1 is DDIM. Order 2 is DESIGN.md's 2M: D = (1 + 1/(2r)) x0_0 - 1/(2r) x0_1, r = h_prev / h.
+    Order 1 is DDIM. Order 2 is the 2M of docs/design.md, section 4.9: D = (1 + 1/(2r)) x0_0 - 1/(2r) x0_1, r = h_prev / h.
     Order 3 integrates the quadratic through the three x0_hat exactly: derivatives at lambdas[-1] from Newton's
     divided differences in lambda, then w0 x0 + w1 x0' + w2 x0''.
     """
-    alpha_next, sigma_next, sigma_now = math.sqrt(ab_next), math.sqrt(1.0 - ab_next), math.sqrt(1.0 - ab_now)
+    alpha_next, std_next, std_now = math.sqrt(ab_next), math.sqrt(1.0 - ab_next), math.sqrt(1.0 - ab_now)
     h = lambda_next - lambdas[-1]
     w0, w1, w2 = exp_weights(h)
     x0 = x0s[-1]
@@ -55,7 +55,7 @@ def dpmpp_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
         dd_12 = (x0s[-2] - x0s[-3]) / (l1 - l2)
         dd_012 = (dd_01 - dd_12) / (l0 - l2)
         data_term = w0 * x0 + w1 * (dd_01 + (l0 - l1) * dd_012) + w2 * (2 * dd_012)
-    return (sigma_next / sigma_now) * x + alpha_next * data_term
+    return (std_next / std_now) * x + alpha_next * data_term
 
 
 def sample_dpmpp(eps_fn: EpsFn, x_T: torch.Tensor, schedule: Schedule, steps: int = 10, order: int = 2,

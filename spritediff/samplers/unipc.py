@@ -1,7 +1,7 @@
 """UniPC (Zhao et al. 2023), multistep, data prediction: the predictor UniP-p and the corrector UniC-p.
 
 In DPM-Solver++'s form (dpmpp.py) a step from s (x_s, model output m_0 = x0_hat at lambda_s) to t is
-    x_t = (sigma_t / sigma_s) x_s + alpha_t (w_0 m_0 + B(h) sum_m rho_m D_m),   D_m = (m_m - m_0) / r_m,
+    x_t = (std_t / std_s) x_s + alpha_t (w_0 m_0 + B(h) sum_m rho_m D_m),   D_m = (m_m - m_0) / r_m,
 over other points m_m at lambda_s + r_m h. Matching the Taylor terms k = 1..K of the exact solution
 alpha_t sum_k w_k x0^(k) gives the linear system sum_m rho_m r_m^(k-1) = k! w_k / (h^k B(h)), k = 1..K.
 The predictor UniP-p uses the p - 1 earlier points (r_m < 0), order p. Once the model has been called at the
@@ -44,7 +44,7 @@ def unipc_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
     lambdas, x0s: log-SNR and x0_hat (B,C,H,W) of the last p model calls, oldest first. Without x0_next this is
     the predictor UniP-p; with x0_next, the x0_hat at lambda_next, it is the corrector UniC-p.
     """
-    alpha_next, sigma_next, sigma_now = math.sqrt(ab_next), math.sqrt(1.0 - ab_next), math.sqrt(1.0 - ab_now)
+    alpha_next, std_next, std_now = math.sqrt(ab_next), math.sqrt(1.0 - ab_next), math.sqrt(1.0 - ab_now)
     h = lambda_next - lambdas[-1]
     m0 = x0s[-1]
     rs = [(lam - lambdas[-1]) / h for lam in lambdas[:-1]]
@@ -53,7 +53,7 @@ def unipc_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
         rs.append(1.0)
         diffs.append(x0_next - m0)
     w0 = -math.expm1(-h)
-    x_next = (sigma_next / sigma_now) * x + alpha_next * w0 * m0
+    x_next = (std_next / std_now) * x + alpha_next * w0 * m0
     if diffs:
         b_h = w0 if variant == "bh2" else h
         rhos = unipc_rhos(rs, h, b_h)
