@@ -192,6 +192,13 @@ def check_guidance(value, name: str = "guidance", high: float | None = None) -> 
     return check_number(value, name, 0, high)
 
 
+def check_precision_name(value) -> str:
+    """value if it is one of PRECISIONS, else a one-line SpriteDiffError (fast.check_precision also takes dtypes)."""
+    if not isinstance(value, str) or value not in PRECISIONS:
+        raise SpriteDiffError(f"unknown precision {value!r}; use {', '.join(PRECISIONS)}")
+    return value
+
+
 def check_prediction_type(value, where: str = "prediction_type") -> str:
     """value if it is one of PREDICTION_TYPES, else a one-line SpriteDiffError naming `where`."""
     if not isinstance(value, str) or value not in PREDICTION_TYPES:

@@ -212,7 +212,7 @@ COMMANDS = [  # name, one-line help, and where its parser builder lives: importe
     ("convert", "convert a course .pth state_dict to a .safetensors model", "spritediff.cli:add_convert_parser"),
     ("train", "train a sprite model (resumable; torchrun for several processes)",
      "spritediff.train_cli:add_train_parser"),
-    ("bench", "time samplers side by side (DDIM against DDPM, and the others)", "spritediff.bench:add_bench_parser"),
+    ("bench", "time samplers side by side (DDIM against DDPM, and the others)", "spritediff.bench_cli:add_bench_parser"),
     ("train-features", "train the sprite feature net that eval's FD/KID use",
      "spritediff.features.cli:add_train_features_parser"),
     ("eval", "FD/KID of samplers against real sprites; quality against NFE and seconds",

@@ -14,6 +14,8 @@ FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows
 GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
 BATCH_SIZE = {"cpu": 128, "cuda": 1024}  # default samples per model call, by device type
 MAX_BATCH_SIZE = 65_536  # a batch is one tensor on the device: this bounds sampling's memory whatever n is
+TWO_SAMPLE_SPLITS = 2  # eval's two-sample test: repeats on other splits, for the test's own noise
+MAX_BENCH_N = 100_000  # bench times one batch of n, so n bounds its memory
 MIX = "mix"  # as a default context: the model's stored training class mix, or no context for a model without one
 
 

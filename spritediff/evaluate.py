@@ -15,8 +15,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
 from .defaults import EVAL
 from .errors import SpriteDiffError
 from .outputs import prepare_out, staged_output, write_json
@@ -31,7 +29,7 @@ def add_eval_parser(sub) -> None:
                             nonnegative_float)
     from .defaults import MAX_BATCH_SIZE
     from .checks import MAX_SEED
-    from .two_sample import SPLITS
+    from .defaults import TWO_SAMPLE_SPLITS as SPLITS
 
     p = sub.add_parser("eval", description="Sample the model with each sampler spec, and compare the samples with the real "
                                    "sprites by FD and KID in the sprite feature net's features. Prints a table and "
@@ -277,6 +275,8 @@ def family(spec) -> str:
 
 def real_halves(real: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two disjoint (N,) bool masks of about N/2 rows each; a sprite's mirror images and duplicates stay together."""
+    import numpy as np
+
     from .features import sprite_groups
 
     groups = sprite_groups(real)

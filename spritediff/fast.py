@@ -17,8 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .checks import PRECISIONS
-from .errors import SpriteDiffError
+from .checks import check_precision_name
 
 BF16_MIN_ROWS = 4  # benchmarks/bf16_crossover.py: below 4 rows a call bf16 is level or slower (up to 2x at one row, n_feat 32), from 4 on faster
 
@@ -62,9 +61,7 @@ def check_precision(precision) -> str:
     user error."""
     if isinstance(precision, torch.dtype) and precision in DTYPE_PRECISIONS:
         return DTYPE_PRECISIONS[precision]
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise SpriteDiffError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    return precision
+    return check_precision_name(precision)
 
 
 def resolve_precision(precision: str, device: torch.device, rows: int | None = None) -> str:

@@ -11,8 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from .defaults import DEFAULT_GUIDANCE
 from .errors import SpriteDiffError
 from .sprites import credit_record
@@ -61,6 +59,8 @@ def add_invert_parser(sub) -> None:
 
 
 def run_invert(args) -> int:
+    import numpy as np
+
     from .checkpoint import load_model
     from .latent.api import as_images, invert
     from .latent.images import read_labels
@@ -113,6 +113,8 @@ def add_interpolate_parser(sub) -> None:
 
 
 def run_interpolate(args) -> int:
+    import numpy as np
+
     from .checkpoint import load_model
     from .latent.api import interpolate
     from .outputs import prepare_out, staged_output
@@ -169,6 +171,8 @@ def add_edit_parser(sub) -> None:
 
 
 def run_edit(args) -> int:
+    import numpy as np
+
     from .checkpoint import load_model
     from .latent.api import edit
     from .outputs import prepare_out, staged_output

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .defaults import TWO_SAMPLE_SPLITS as SPLITS  # repeats on other splits, for the test's own noise
 from .pixels import to_model_space
 
-SPLITS = 2  # repeats on other splits, for the test's own noise
 STEPS = 300  # the critic's Adam steps at most: 40 epochs of a training set, at least MIN_STEPS
 MIN_STEPS = 60
 EPOCHS = 40

@@ -6,12 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 from ..errors import SpriteDiffError
-from ..provenance import command_line
-from .files import save_features
-from .training import FeatureTrainConfig, train_feature_net
+from .config import FeatureTrainConfig
 
 
 def add_train_features_parser(sub) -> None:
@@ -40,8 +36,13 @@ def add_train_features_parser(sub) -> None:
 
 
 def run_train_features(args) -> int:
-    from ..outputs import model_out_path
+    import torch
+
     from ..data import base_set, load_data
+    from ..outputs import model_out_path
+    from ..provenance import command_line
+    from .files import save_features
+    from .training import train_feature_net
 
     out = model_out_path(args.out)
     for name in ("epochs", "batch", "width", "n_features"):

@@ -17,22 +17,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..sprites import CREDIT
+from .config import FeatureTrainConfig
 from .files import FeatureModel, to_float
 from .net import SpriteFeatureNet
 from .split import NEAR_DUPLICATE_RMS, held_out_split, sprite_groups
-
-
-@dataclass
-class FeatureTrainConfig:
-    epochs: int = 60
-    batch: int = 128
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    width: int = 32
-    n_features: int = 128
-    temperature: float = 0.2
-    held_out: float = 0.2
-    seed: int = 0
 
 
 def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -34,7 +34,8 @@ from starlette.routing import Route
 from ..checkpoint import SpriteModel
 from ..defaults import DEFAULT_GUIDANCE, DEFAULTS, PLAYGROUND_SAMPLE, default_steps
 from ..errors import SpriteDiffError
-from ..fast import prepare_net, resolve_precision
+from ..engine import Engine
+from ..fast import resolve_precision
 from ..latent.api import METHODS
 from ..samplers import REGISTRY
 from .batcher import ModelBatcher
@@ -64,7 +65,7 @@ class Playground:
     def __init__(self, model: SpriteModel, device: torch.device, config: ServeConfig):
         self.model, self.device, self.config = model, device, config
         self.precision = resolve_precision(config.precision, device)
-        net = prepare_net(model.net, device, fast=True)  # as spritediff.sample's default fast path (a copy)
+        net = Engine(model, device, fast=True).net  # prepared as spritediff.sample's default fast path (a copy)
         self.batcher = ModelBatcher(net, device, config.batch_rows(device.type), config.batch_wait_ms / 1000,
                                     bf16=self.precision == "bf16")
         self.store = ResultStore(config.results_keep_s, int(config.results_budget_mb * 2**20))
