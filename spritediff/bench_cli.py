@@ -13,7 +13,8 @@ def add_bench_parser(sub) -> None:
     from .arguments import add_device_argument, add_model_argument, bounded_int, positive_int
     from .defaults import MAX_BENCH_N
 
-    p = sub.add_parser("bench", description="Time each sampler on one model: median wall time over --repeat runs after a "
+    p = sub.add_parser("bench",
+                       description="Time each sampler on one model: median wall time over --repeat runs after a "
                                    "warm-up, NFE, images/s, time per model call, speed-up over ddpm:T (else over "
                                    "the first sampler), and the bare cost of NFE model calls, which shows the "
                                    "sampler's own overhead.")

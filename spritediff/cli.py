@@ -75,7 +75,8 @@ def add_sample_parser(sub) -> None:
     from .defaults import FRAMES_N, GRID_MAX, MAX_BATCH_SIZE
     from .samplers.registry import REGISTRY
 
-    p = sub.add_parser("sample", description="Sample a sprite model and write DIR/grid.png (the first sprites), DIR/denoise.gif "
+    p = sub.add_parser("sample",
+                       description="Sample a sprite model and write DIR/grid.png (the first sprites), DIR/denoise.gif "
                                    "(x_t beside the predicted x0 at each step, for the first --gif-n sprites), "
                                    "DIR/samples.npy (N,H,H,C uint8, written batch by batch; C = 4 for an RGBA "
                                    "model) and DIR/run.json. An RGBA model's grid.png keeps its transparency and its "
@@ -85,8 +86,8 @@ def add_sample_parser(sub) -> None:
     p.add_argument("--sampler", metavar="SAMPLER",
                    help=f"a sampler, {', '.join(REGISTRY)}, or a spec as in bench, e.g. ddim:20:eta=1 or "
                         f"dpmpp-3m:lower_order_final=1; steps and options go in the spec or in their flags, not "
-                        f"both (default: {CLI_SAMPLE.sampler} with {CLI_SAMPLE.steps} steps, which draws cleaner sprites "
-                        f"than DDIM-20 from the default model, see docs/default_model.md; ddim is the fast, "
+                        f"both (default: {CLI_SAMPLE.sampler} with {CLI_SAMPLE.steps} steps, which draws cleaner "
+                        f"sprites than DDIM-20 from the default model, see docs/default_model.md; ddim is the fast, "
                         f"deterministic one)")
     p.add_argument("--steps", type=integer, help=f"sampler steps, any value 1..T (default: {CLI_SAMPLE.steps} without "
                                                  f"--sampler; ddpm T=500, ddim 20, few-step solvers 10); one model "
@@ -103,8 +104,8 @@ def add_sample_parser(sub) -> None:
                                      "where the model stores its class mix (the default model does), else none")
     p.add_argument("--guidance", type=nonnegative_float, default=CLI_SAMPLE.guidance,
                    help=f"classifier-free guidance weight w >= 0 with a context: (1+w) eps(c) - w eps(0); 0 is the "
-                        f"plain conditional model, nearly twice as fast (default {CLI_SAMPLE.guidance}: better precision "
-                        f"and class accuracy than 0, worse FD; see docs/results.md)")
+                        f"plain conditional model, nearly twice as fast (default {CLI_SAMPLE.guidance}: better "
+                        f"precision and class accuracy than 0, worse FD; see docs/results.md)")
     p.add_argument("--nrow", type=bounded_int(1, MAX_NROW), help=f"images per grid row, 1..{MAX_NROW} (default 8); "
                                                                  f"the grid shows the first {GRID_MAX} sprites")
     p.add_argument("--gif-n", type=bounded_int(1, MAX_GIF_N), default=FRAMES_N,
@@ -152,8 +153,8 @@ def run_sample(args) -> int:
 
 
 def default_context(context: str | None, model) -> tuple[str | None, str | None]:
-    """--context as given; without it CLI_SAMPLE's ("mix") for a model that stores its training class mix (then n sprites have
-    the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context. The second value
+    """--context as given; without it CLI_SAMPLE's ("mix") for a model that stores its training class mix (then n
+    sprites have the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context. The second value
     says why a course checkpoint samples without a context (None otherwise), for stderr and run.json."""
     if context is not None:
         return context, None
@@ -187,7 +188,8 @@ def write_sample_pictures(stage: Path, result, model, args, context_note: str | 
 
 
 def add_convert_parser(sub) -> None:
-    p = sub.add_parser("convert", description="Read a course checkpoint (torch.save(model.state_dict(), ...)) without "
+    p = sub.add_parser("convert",
+                       description="Read a course checkpoint (torch.save(model.state_dict(), ...)) without "
                                    "unpickling code and write a spritediff .safetensors model.")
     p.add_argument("source", help="course .pth file (or a .safetensors model)")
     p.add_argument("target", help="output .safetensors file, in an existing folder")

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-DEFAULT_GUIDANCE = 0.5  # docs/results.md, guidance table: precision, recall and class accuracy gain over 0; 0 = plain conditional
+# docs/results.md, guidance table: precision, recall and class accuracy gain over 0; 0 is the plain conditional model
+DEFAULT_GUIDANCE = 0.5
 FRAMES_N = 32  # samples whose denoising frames frames=True keeps (the GIF shows these)
 GRID_MAX = 1024  # sprites a grid shows at most (the first ones)
 BATCH_SIZE = {"cpu": 128, "cuda": 1024}  # default samples per model call, by device type

@@ -31,7 +31,8 @@ def add_eval_parser(sub) -> None:
     from .checks import MAX_SEED
     from .defaults import TWO_SAMPLE_SPLITS as SPLITS
 
-    p = sub.add_parser("eval", description="Sample the model with each sampler spec, and compare the samples with the real "
+    p = sub.add_parser("eval",
+                       description="Sample the model with each sampler spec, and compare the samples with the real "
                                    "sprites by FD and KID in the sprite feature net's features. Prints a table and "
                                    "writes DIR/eval.json and DIR/fd_vs_nfe.png. Also measures the metric's own noise: "
                                    "FD between two halves of the real set and between two seeds of one sampler.")

@@ -37,7 +37,8 @@ def model_record(model) -> dict:
 def add_invert_parser(sub) -> None:
     from .arguments import add_device_argument, add_model_argument, positive_int
 
-    p = sub.add_parser("invert", description="Invert sprites to DDIM latents and reconstruct them. Writes DIR/latents.npy "
+    p = sub.add_parser("invert",
+                       description="Invert sprites to DDIM latents and reconstruct them. Writes DIR/latents.npy "
                                    "(N,3,H,W float32 x_T), DIR/latents_t1.npy (method exact: the second state, at "
                                    "t_1), DIR/reconstructions.npy (N,H,W,3 uint8), DIR/grid.png (input beside "
                                    "reconstruction) and DIR/run.json (settings, error per image).")
@@ -92,7 +93,8 @@ def run_invert(args) -> int:
 def add_interpolate_parser(sub) -> None:
     from .arguments import add_device_argument, add_model_argument, positive_int
 
-    p = sub.add_parser("interpolate", description="Spherical interpolation between two DDIM latents, each frame decoded with DDIM. "
+    p = sub.add_parser("interpolate",
+                       description="Spherical interpolation between two DDIM latents, each frame decoded with DDIM. "
                                    "Writes DIR/strip.png, DIR/interpolation.gif (forth and back), DIR/frames.npy "
                                    "(K,H,W,3 uint8), DIR/latents.npy and DIR/run.json (with each frame's latent norm).")
     ends = p.add_mutually_exclusive_group(required=True)
@@ -147,7 +149,8 @@ def run_interpolate(args) -> int:
 def add_edit_parser(sub) -> None:
     from .arguments import add_device_argument, add_model_argument, positive_int
 
-    p = sub.add_parser("edit", description="Noise a sprite to t0 = strength * T and denoise it with DDIM and the given "
+    p = sub.add_parser("edit",
+                       description="Noise a sprite to t0 = strength * T and denoise it with DDIM and the given "
                                    "context (SDEdit); with --mask, keep the pixels outside the mask and let the "
                                    "model fill the rest. Writes DIR/grid.png (input | results), DIR/edit.gif (the "
                                    "run's denoising), DIR/edits.npy (n,H,W,3 uint8) and DIR/run.json.")

@@ -15,7 +15,8 @@ from .errors import SpriteDiffError
 from .checks import check_steps, shown, user_errors
 from .samplers.registry import REGISTRY
 
-SHARED_ARGUMENTS = ("eps_fn", "x_T", "schedule", "steps", "generator", "callback", "timesteps")  # not a sampler's own options
+# the arguments every sampler takes, which are not a sampler's own options
+SHARED_ARGUMENTS = ("eps_fn", "x_T", "schedule", "steps", "generator", "callback", "timesteps")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ def add_train_parser(sub) -> None:
     from .train_config import COURSE_STEPS, TrainConfig
 
     d = TrainConfig()
-    p = sub.add_parser("train", description="Train a ContextUnet with the course's recipe (correct noise formula) plus an EMA "
+    p = sub.add_parser("train",
+                       description="Train a ContextUnet with the course's recipe (correct noise formula) plus an EMA "
                                    "of the weights (warmed up), which is what the saved model holds. Writes OUT "
                                    "(.safetensors), OUT's .train.pt (resumable state) and .log.jsonl beside it. "
                                    "Several processes: torchrun --nproc_per_node=K -m spritediff train ...")

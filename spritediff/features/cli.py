@@ -12,7 +12,8 @@ from .config import FeatureTrainConfig
 
 def add_train_features_parser(sub) -> None:
     d = FeatureTrainConfig()
-    p = sub.add_parser("train-features", description="Train a small CNN to tell each sprite from every other and to name its class "
+    p = sub.add_parser("train-features",
+                       description="Train a small CNN to tell each sprite from every other and to name its class "
                                    "(deterministic given --seed; a few minutes on a CPU) and write it as .safetensors with its held-out accuracy, measured "
                                    "on a split by sprite (mirror images and duplicates stay on one side).")
     p.add_argument("--data", required=True, help="(N,H,H,3) uint8 .npy (the course's sprites file or the base set), "

@@ -1,6 +1,7 @@
 """DPM-Solver++ (Lu et al. 2022), multistep, data prediction: 2M and 3M.
 
-Over lambda = log(alpha / std) (alpha = sqrt(ab), std = sqrt(1 - ab), the VP view's noise std) the probability-flow ODE has the exact
+Over lambda = log(alpha / std) (alpha = sqrt(ab), std = sqrt(1 - ab), the VP view's noise std; docs/design.md,
+section 4.9) the probability-flow ODE has the exact
 solution x_t = (std_t / std_s) x_s + std_t * integral_{lambda_s}^{lambda_t} e^lambda x0(lambda) dlambda.
 Writing x0(lambda_s + tau) = sum_k x0^(k) tau^k / k! and h = lambda_t - lambda_s, the integral is
 alpha_t * sum_k w_k(h) x0^(k), with w_0 = 1 - e^-h and w_k = h^k / k! - w_{k-1}:
@@ -36,7 +37,8 @@ def dpmpp_update(x: torch.Tensor, lambdas: list[float], x0s: list[torch.Tensor],
     """One multistep step from the newest point lambdas[-1] to lambda_next (finite), order len(x0s) <= 3.
 
     lambdas: log-SNR of the last 1-3 model calls, oldest first; x0s: their x0_hat, each (B,C,H,W).
-    Order 1 is DDIM. Order 2 is the 2M of docs/design.md, section 4.9: D = (1 + 1/(2r)) x0_0 - 1/(2r) x0_1, r = h_prev / h.
+    Order 1 is DDIM. Order 2 is the 2M of docs/design.md, section 4.9:
+    D = (1 + 1/(2r)) x0_0 - 1/(2r) x0_1, r = h_prev / h.
     Order 3 integrates the quadratic through the three x0_hat exactly: derivatives at lambdas[-1] from Newton's
     divided differences in lambda, then w0 x0 + w1 x0' + w2 x0''.
     """

@@ -9,7 +9,7 @@ One concept per module:
                  request, cancellation when the client goes away, events to the HTTP stream
 - validation.py  JSON request bodies -> checked request objects; every bad field is a one-line 4xx
 - images.py      PNG data URLs in (uploads, checked before decoding) and out (grids, frames)
-- runs.py        what a sample or race lane does: noise streams, Denoiser, sampler, streamed frames
+- runs.py        what a sample or race lane does: the engine (spritediff.engine) on the batched net, streamed frames
 - edits.py       the edit panel's operations on spritediff.latent's API
 - results.py     finished results kept in memory; PNG, GIF and .npy downloads made in memory
 - app.py         the Starlette routes, NDJSON streaming and error responses

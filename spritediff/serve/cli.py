@@ -22,7 +22,8 @@ def add_serve_parser(sub) -> None:
     from ..checks import PRECISIONS
 
     d = ServeConfig()
-    p = sub.add_parser("serve", description="Serve the playground page: sample with live frames, race DDPM-500 against "
+    p = sub.add_parser("serve",
+                       description="Serve the playground page: sample with live frames, race DDPM-500 against "
                                    "DDIM-20 and a few-step solver, invert, interpolate, vary and inpaint sprites. "
                                    "Requests that arrive together share model calls (dynamic batching). Needs pip "
                                    "install 'spritediff[web]'. Sprites by ElvGames, FrootsnVeggies and kyrise.")

@@ -68,8 +68,8 @@ class FrameStreamer:
         if not self.enabled or now - self.last < self.interval:
             return
         self.last = now
-        self.job.emit({"type": "frame", "step": info.index, "t": info.t, "nfe": self.engine.current.calls, "of": self.steps,
-                       "elapsed": round(now - self.job.started_at, 4),
+        self.job.emit({"type": "frame", "step": info.index, "t": info.t, "nfe": self.engine.current.calls,
+                       "of": self.steps, "elapsed": round(now - self.job.started_at, 4),
                        "pair": (to_uint8(info.x_t), to_uint8(info.x0_hat))})
 
 
