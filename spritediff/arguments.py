@@ -13,7 +13,7 @@ def add_model_argument(parser) -> None:
 
 
 def add_device_argument(parser) -> None:
-    """--device, declared once for every command: checked by sampling.resolve_device when the command runs."""
+    """--device, declared once for every command: checked by engine.resolve_device when the command runs."""
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:K or auto (default cpu)")
 
 

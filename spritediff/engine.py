@@ -203,18 +203,16 @@ class Clock:
 class Engine:
     """A model ready to sample on one device: its prepared net, its Denoisers, its noise streams.
 
-    net: None prepares a copy of model.net (the caller's net keeps its device, mode and weights): with fast,
-    folded and channels-last in float32 (fast.prepare_net); in another dtype (float64, the exact inversion's
-    floor) the plain net. An injected net (the server's BatchedNet, which has no weights of its own) is used as
-    is. precision: "fp32" or "bf16" (resolved), how Denoisers run the net.
+    The net is a copy of model.net (the caller's net keeps its device, mode and weights): with fast, folded and
+    channels-last in float32 (fast.prepare_net); in another dtype (float64, the exact inversion's floor) the plain
+    net. A stand-in that is no nn.Module (the server's BatchedNet, serve/batcher.batched_model) is injected as the
+    model's net and used as is. precision: "fp32" or "bf16" (resolved), how Denoisers run the net.
     """
 
     def __init__(self, model: SpriteModel, device: torch.device, fast: bool = True, precision: str = "fp32",
-                 dtype: torch.dtype = torch.float32, net=None):
+                 dtype: torch.dtype = torch.float32):
         self.model, self.device, self.fast, self.precision, self.dtype = model, device, fast, precision, dtype
-        if net is not None:
-            self.net = net
-        elif not isinstance(model.net, torch.nn.Module):  # a stand-in inside the model: nothing to copy
+        if not isinstance(model.net, torch.nn.Module):  # an injected stand-in: nothing to copy or prepare
             self.net = model.net.to(device=device, dtype=dtype).eval()
         elif dtype == torch.float32:
             self.net = prepare_net(model.net, device, fast)

@@ -13,12 +13,15 @@ submitted its next call, or until wait_s has passed, or until max_rows rows are 
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+
+from ..checkpoint import SpriteModel
 
 
 @dataclass
@@ -169,13 +172,17 @@ class ModelBatcher:
 class BatchedNet:
     """Stands in for a ContextUnet inside one request: net(x, t, c) goes to the shared ModelBatcher.
 
-    It has what spritediff.denoiser.Denoiser and spritediff.latent's API read of a net (n_cfeat, in_channels,
-    height, to(), eval()). check: called before every call; it raises to stop a cancelled request.
+    It has what spritediff.engine reads of a net (n_cfeat, in_channels, height, to(), eval(), and state_dict(),
+    the template's weights, for the finite check's diagnosis). check: called before every call; it raises to stop a
+    cancelled request.
     """
 
     def __init__(self, batcher: ModelBatcher, template: torch.nn.Module, check=None):
-        self.batcher, self.check = batcher, check
+        self.batcher, self.check, self.template = batcher, check, template
         self.n_cfeat, self.in_channels, self.height = template.n_cfeat, template.in_channels, template.height
+
+    def state_dict(self) -> dict:
+        return self.template.state_dict()
 
     def to(self, *args, **kwargs) -> "BatchedNet":
         return self
@@ -191,3 +198,9 @@ class BatchedNet:
             c = x.new_zeros(x.shape[0], self.n_cfeat)
         t = t.reshape(-1).expand(x.shape[0]) if t.numel() == 1 else t.reshape(-1)
         return self.batcher(x, t, c).to(device=x.device, dtype=x.dtype)
+
+
+def batched_model(model: SpriteModel, batcher: ModelBatcher, check=None) -> SpriteModel:
+    """model with its net replaced by a BatchedNet: what a request hands to the engine (spritediff.sample's path)
+    or to spritediff.latent's API, so that its model calls merge with the other running requests'."""
+    return dataclasses.replace(model, net=BatchedNet(batcher, model.net, check))

@@ -1,7 +1,7 @@
 """The edit panel's operations, run on a job thread through spritediff.latent's API.
 
-The API gets a SpriteModel whose net is a BatchedNet, so an edit's model calls are merged with the other running
-requests' like any sample's; the results are the API's own (InversionResult, InterpolationResult, EditResult).
+The API gets a SpriteModel whose net is a BatchedNet (batcher.batched_model, as serve/runs.py gives the engine),
+so an edit's model calls are merged with the other running requests' like any sample's; the results are the API's own (InversionResult, InterpolationResult, EditResult).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from ..checkpoint import SpriteModel
 from ..latent.api import edit, interpolate, invert
-from .batcher import BatchedNet, ModelBatcher
+from .batcher import ModelBatcher, batched_model
 from .images import GRID_SCALE, data_url
 from .jobs import Job
 from .results import ResultStore
@@ -18,8 +18,7 @@ from .validation import EditRequest
 
 def run_edit(job: Job, request: EditRequest, model: SpriteModel, batcher: ModelBatcher, store: ResultStore) -> dict:
     """Run one edit operation; returns the "done" event: the grid, each result image, NFE, seconds, id."""
-    proxy = SpriteModel(BatchedNet(batcher, model.net, job.check), model.schedule, model.classes, model.info,
-                        prediction_type=model.prediction_type, class_mix=model.class_mix)
+    proxy = batched_model(model, batcher, job.check)
     context = request.context.spec(model.classes)
     with batcher.participant():
         result, extra = OPERATIONS[request.op](proxy, request, context)

@@ -18,7 +18,7 @@ from ..checkpoint import SpriteModel
 from ..engine import FRAMES_N, Engine, SamplePlan, SampleResult
 from ..pixels import to_uint8
 from ..samplers.common import StepInfo
-from .batcher import BatchedNet, ModelBatcher
+from .batcher import ModelBatcher, batched_model
 from .images import data_url, grid_url
 from .jobs import Job
 from .results import ResultStore
@@ -82,7 +82,7 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
                       device=torch.device("cpu"), batch_size=request.n, options=request.options,
                       guidance=request.guidance, contexts=None if rows is None else (lambda lo, hi: rows[lo:hi]),
                       fast=False)  # the batcher's net is prepared once for all requests (app.py)
-    engine = Engine(model, plan.device, fast=False, net=BatchedNet(batcher, model.net, job.check))
+    engine = Engine(batched_model(model, batcher, job.check), plan.device, fast=False)
     keeper = FrameKeeper(min(request.n, FRAMES_N))
     streamer = FrameStreamer(job, engine, request.steps, interval, request.frames)
 
