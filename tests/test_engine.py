@@ -96,3 +96,23 @@ def test_eval_and_the_playground_read_their_declared_defaults():
     assert (request.sampler, request.steps) == ("ddim", 20) == (defaults.PLAYGROUND_SAMPLE.sampler,
                                                                  info["samplers"]["ddim"]["default_steps"])
     assert all(lane.context.rows(model, 1, 0) is None for lane in parse_race({}, model, config).lanes)
+
+
+def test_the_engine_alone_prepares_nets_builds_denoisers_draws_x_T_and_checks_finiteness():
+    """Each front-end is an adapter: no module but engine.py calls these (besides the modules that define them)."""
+    import ast
+    from pathlib import Path
+
+    package = Path(spritediff.__file__).parent
+    owned = {"Denoiser": "denoiser.py", "prepare_net": "fast.py", "graphed_or_eager": "fast.py",
+             "check_finite": "finite.py", "initial_noise": "engine.py", "batch_ranges": "engine.py"}
+    callers: dict[str, set[str]] = {name: set() for name in owned}
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", getattr(node.func, "attr", None))
+                if name in owned and path.name != owned[name]:
+                    callers[name].add(str(path.relative_to(package)))
+    assert callers == {"Denoiser": {"engine.py"}, "prepare_net": {"engine.py"}, "graphed_or_eager": {"engine.py"},
+                       "check_finite": {"engine.py"}, "initial_noise": set(),
+                       "batch_ranges": {"latent/api.py"}}
