@@ -89,9 +89,9 @@ def add_sample_parser(sub) -> None:
                         f"both (default: {CLI_SAMPLE.sampler} with {CLI_SAMPLE.steps} steps, which draws cleaner "
                         f"sprites than DDIM-20 from the default model, see docs/default_model.md; ddim is the fast, "
                         f"deterministic one)")
-    p.add_argument("--steps", type=integer, help=f"sampler steps, any value 1..T (default: {CLI_SAMPLE.steps} without "
-                                                 f"--sampler; ddpm T=500, ddim 20, few-step solvers 10); one model "
-                                                 f"call each, heun two")
+    p.add_argument("--steps", type=integer,
+                   help=f"sampler steps, any value 1..T (default: {CLI_SAMPLE.steps} without --sampler; ddpm T=500, "
+                        f"ddim 20, few-step solvers 10); one model call each, heun two")
     add_sampler_option_arguments(p)
     p.add_argument("--n", type=positive_int, default=32, help="number of samples (default 32; any n, in batches)")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
@@ -154,8 +154,8 @@ def run_sample(args) -> int:
 
 def default_context(context: str | None, model) -> tuple[str | None, str | None]:
     """--context as given; without it CLI_SAMPLE's ("mix") for a model that stores its training class mix (then n
-    sprites have the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context. The second value
-    says why a course checkpoint samples without a context (None otherwise), for stderr and run.json."""
+    sprites have the training set's classes in its proportions: p(x) = sum_c p(c) p(x | c)), else no context. The
+    second value says why a course checkpoint samples without a context (None otherwise), for stderr and run.json."""
     if context is not None:
         return context, None
     if CLI_SAMPLE.context == MIX and model.class_mix is not None:

@@ -1,7 +1,8 @@
 """The edit panel's operations, run on a job thread through spritediff.latent's API.
 
 The API gets a SpriteModel whose net is a BatchedNet (batcher.batched_model, as serve/runs.py gives the engine),
-so an edit's model calls are merged with the other running requests' like any sample's; the results are the API's own (InversionResult, InterpolationResult, EditResult).
+so an edit's model calls are merged with the other running requests' like any sample's; the results are the API's
+own (InversionResult, InterpolationResult, EditResult).
 """
 from __future__ import annotations
 
