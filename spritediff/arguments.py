@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from .checks import MAX_SEED, PRECISIONS
+from .checks import MAX_SEED, PRECISIONS, range_problem
 
 
 def add_model_argument(parser) -> None:
@@ -25,19 +25,17 @@ def integer(text: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return bounded_int(1, None)(text)
 
 
-def bounded_int(low: int, high: int):
-    """An argparse type: an integer in low..high."""
+def bounded_int(low: int, high: int | None):
+    """An argparse type: an integer in low..high (high None: unbounded), with checks.range_problem's text."""
 
     def parse(text: str) -> int:
         value = integer(text)
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {value}")
+        problem = range_problem(value, low, high)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
         return value
 
     return parse

@@ -238,14 +238,22 @@ def _grid_point(value, index: int) -> int:
 
 
 def _check_range(number, name: str, low, high) -> None:
-    if (low is not None and number < low) or (high is not None and number > high):
-        got = _text(number)
-        if high is None:
-            raise SpriteDiffError(f"{name} must be at least 1, got {got}" if low == 1 else
-                                  f"{name} must be >= {_text(low)}, got {got}")
-        if low is None:
-            raise SpriteDiffError(f"{name} must be <= {_text(high)}, got {got}")
-        raise SpriteDiffError(f"{name} must be between {_text(low)} and {_text(high)}, got {got}")
+    problem = range_problem(number, low, high)
+    if problem is not None:
+        raise SpriteDiffError(f"{name} {problem}")
+
+
+def range_problem(number, low=None, high=None) -> str | None:
+    """None if low <= number <= high (a None bound is open), else what is wrong, the one text of every range error:
+    "must be at least 1, got 0", "must be between 1 and 16, got 20", "must be >= 0.5, got 0.1"."""
+    if (low is None or number >= low) and (high is None or number <= high):
+        return None
+    got = _text(number)
+    if high is None:
+        return f"must be at least 1, got {got}" if low == 1 else f"must be >= {_text(low)}, got {got}"
+    if low is None:
+        return f"must be <= {_text(high)}, got {got}"
+    return f"must be between {_text(low)} and {_text(high)}, got {got}"
 
 
 def _text(number) -> str:
