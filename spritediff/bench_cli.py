@@ -22,7 +22,7 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--samplers", help="comma-separated specs name:steps[:key=value...], e.g. "
                                       "ddpm:500,ddim:20,ddim:20:eta=1,ddpm:100:variance=posterior "
                                       "(default: ddpm:T,ddim:20)")
-    p.add_argument("--n", type=bounded_int(1, MAX_BENCH_N), default=32,
+    p.add_argument("-n", "--n", type=bounded_int(1, MAX_BENCH_N), default=32,
                    help=f"samples per run, one batch, 1..{MAX_BENCH_N} (default 32)")
     add_device_argument(p)
     p.add_argument("--repeat", type=positive_int, default=3, help="timed runs per sampler; the median is shown "

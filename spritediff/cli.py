@@ -10,14 +10,17 @@ import argparse
 import math
 import signal
 import sys
+import time
+from contextlib import nullcontext
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int, integer,
                         nonnegative_float, positive_int, seed_int)
 from .defaults import CLI_SAMPLE, MIX, default_steps
-from .errors import SpriteDiffError
+from .errors import ReportedElsewhere, SpriteDiffError
 from .interrupts import Terminated, install_signal_handlers
+from .launch import launched_rank, launched_size, local_device
 from .outputs import check_free_space, model_out_path, prepare_out, staged_output, write_json
 from .sprites import credit_record
 
@@ -93,7 +96,9 @@ def add_sample_parser(sub) -> None:
                    help=f"sampler steps, any value 1..T (default: {CLI_SAMPLE.steps} without --sampler; ddpm T=500, "
                         f"ddim 20, few-step solvers 10); one model call each, heun two")
     add_sampler_option_arguments(p)
-    p.add_argument("--n", type=positive_int, default=32, help="number of samples (default 32; any n, in batches)")
+    p.add_argument("-n", "--n", type=positive_int, default=32,
+                   help="number of samples (default 32; any n, in batches); under torchrun write -n, since torchrun "
+                        "reads --n as an abbreviation of its own options")
     p.add_argument("--batch-size", type=bounded_int(1, MAX_BATCH_SIZE),
                    help=f"samples per model call, 1..{MAX_BATCH_SIZE} (default: 128 on the CPU, 1024 on CUDA)")
     p.add_argument("--seed", type=seed_int, default=0, help="sample i uses noise stream (seed, i); 0..2^63-1 "
@@ -119,37 +124,98 @@ def add_sample_parser(sub) -> None:
 
 
 def run_sample(args) -> int:
-    out = prepare_out(args.out)
-    sampler, steps, options = sampler_choice(args)  # argument errors before torch is imported
+    """Sample; under torchrun each rank draws its share and rank 0 alone writes --out (sharded.py)."""
+    on_every_rank(sampler_choice, args)  # argument errors before torch is imported
 
-    import numpy as np
-    from numpy.lib.format import open_memmap
+    from .sharded import checked_together, join, leave
 
+    ranks = join()
+    with checked_together(ranks):
+        out = prepare_out(args.out) if ranks.is_main else None
+        model, plan, context_note = _sample_plan(args, out)
+    started = time.perf_counter()
+    with staged_output(out) if ranks.is_main else nullcontext() as stage:
+        result, seconds = _sample_ranks(ranks, model, plan, stage)
+        if ranks.is_main:
+            record = write_sample_pictures(stage, result, model, args, context_note,
+                                           _world_record(ranks, seconds, time.perf_counter() - started))
+    leave(ranks)
+    if ranks.is_main:
+        print(f"{args.n} samples, {record['sampler']} {record['steps']} steps, NFE {record['nfe']}, "
+              f"{record['seconds']:.3f} s ({record['images_per_second']:.1f} images/s)"
+              f"{_world_note(ranks)} -> {out}")
+    return 0
+
+
+def on_every_rank(check, *args):
+    """check(*args), a check that every process of a torchrun job makes alike: its error is printed by rank 0 only."""
+    try:
+        return check(*args)
+    except SpriteDiffError as err:
+        if launched_rank() != 0:
+            raise ReportedElsewhere(str(err)) from None
+        raise
+
+
+def _sample_plan(args, out: Path | None):
+    """The model, the checked SamplePlan of the whole run and the context note (every rank builds the same)."""
     from .checkpoint import load_model
-    from .sampling import sample
+    from .sampling import plan_sample
     from .specs import read_sampler_spec
 
+    sampler, steps, options = sampler_choice(args)
     model = load_model(args.model)
     if args.sampler and ":" in args.sampler:
         read_sampler_spec(args.sampler, model.schedule.T)  # the spec's steps against the model's T
     if args.sampler is None and steps is None:
         steps = default_steps(CLI_SAMPLE, sampler, model.schedule.T)
-    shape = (args.n, model.net.height, model.net.height, model.net.in_channels)
-    check_free_space(out, math.prod(shape), "samples.npy")
+    if out is not None:
+        shape = (args.n, model.net.height, model.net.height, model.net.in_channels)
+        check_free_space(out, math.prod(shape), "samples.npy")
     context, context_note = default_context(args.context, model)
-    if context_note:
+    if context_note and out is not None:
         print(f"spritediff: note: {context_note}", file=sys.stderr)
-    with staged_output(out) as stage:
+    plan = plan_sample(model, sampler, steps, args.n, context, args.guidance, args.seed, local_device(args.device),
+                       args.batch_size, 0 if args.no_gif else args.gif_n, not args.eager, args.precision, None,
+                       options)
+    return model, plan, context_note
+
+
+def _sample_ranks(ranks, model, plan, stage: Path | None):
+    """(result, seconds per rank): this rank's share sampled, rank 0's into stage/samples.npy with every share."""
+    import numpy as np
+    from numpy.lib.format import open_memmap
+    from tqdm import tqdm
+
+    from .engine import total_steps
+    from .sharded import sample_across
+
+    images = None
+    if ranks.is_main:
+        shape = (plan.n, model.net.height, model.net.height, model.net.in_channels)
         images = open_memmap(stage / "samples.npy", mode="w+", dtype=np.uint8, shape=shape)  # filled batch by batch
-        result = sample(model, sampler, steps, args.n, context, args.guidance, args.seed,
-                        args.device, args.batch_size, frames=0 if args.no_gif else args.gif_n,
-                        progress=sys.stderr.isatty(), fast=not args.eager, precision=args.precision,
-                        out=images, **options)
+    show = ranks.is_main and sys.stderr.isatty()
+    bar = tqdm(total=-(-total_steps(plan) // ranks.size), unit="step", leave=False) if show else None
+    try:
+        result, seconds = sample_across(ranks, model, plan, images, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if images is not None:
         images.flush()
-        record = write_sample_pictures(stage, result, model, args, context_note)
-    print(f"{args.n} samples, {record['sampler']} {record['steps']} steps, NFE {record['nfe']}, "
-          f"{record['seconds']:.3f} s ({record['images_per_second']:.1f} images/s) -> {out}")
-    return 0
+    return result, seconds
+
+
+def _world_record(ranks, seconds: list[float], wall: float) -> dict:
+    """run.json's record of a torchrun job: world size, each rank's sampling seconds, the whole job's wall time."""
+    if ranks.size == 1:
+        return {}
+    return {"world_size": ranks.size, "seconds_per_rank": [round(s, 4) for s in seconds],
+            "seconds_total": round(wall, 4)}
+
+
+def _world_note(ranks) -> str:
+    return "" if ranks.size == 1 else f", {ranks.size} processes"
 
 
 def default_context(context: str | None, model) -> tuple[str | None, str | None]:
@@ -170,7 +236,8 @@ def default_context(context: str | None, model) -> tuple[str | None, str | None]
     return None, note
 
 
-def write_sample_pictures(stage: Path, result, model, args, context_note: str | None = None) -> dict:
+def write_sample_pictures(stage: Path, result, model, args, context_note: str | None = None,
+                          world: dict | None = None) -> dict:
     """grid.png (the first GRID_MAX sprites), denoise.gif (unless --no-gif) and run.json into stage; the record."""
     from .defaults import GRID_MAX
 
@@ -180,6 +247,7 @@ def write_sample_pictures(stage: Path, result, model, args, context_note: str | 
               "grid_n": min(args.n, GRID_MAX), "gif_n": len(result.frames[0][0]) if result.frames else 0}
     if context_note:
         record["context_note"] = context_note
+    record.update(world or {})
     result.grid(args.nrow).save(stage / "grid.png")
     if not args.no_gif:
         result.save_gif(stage / "denoise.gif", args.nrow)
@@ -268,6 +336,13 @@ def package_version() -> str:
         return "unknown"
 
 
+def stopped_by() -> str:
+    """Why SIGTERM came: under torchrun its agent stops every process when one fails or is killed."""
+    if launched_size() > 1:
+        return "stopped by torchrun (another process of this job failed or was killed, or the job was stopped)"
+    return "terminated"
+
+
 def what_was_kept(args) -> str:
     """What a stopped command leaves behind: its own `kept` (train keeps its last checkpoint), else --out as it
     was, since every other command writes --out only once everything succeeded."""
@@ -283,13 +358,16 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser(argv).parse_args(argv)
         return args.run(args)
     except SpriteDiffError as err:
-        print(f"spritediff: error: {' '.join(str(err).split(chr(10)))}", file=sys.stderr)  # one line, always
+        if not isinstance(err, ReportedElsewhere) and (args is not None or launched_rank() == 0):  # once per job
+            print(f"spritediff: error: {' '.join(str(err).split(chr(10)))}", file=sys.stderr)  # one line, always
         return 2
     except KeyboardInterrupt:
-        print(f"spritediff: interrupted; {what_was_kept(args)}", file=sys.stderr)
+        if launched_rank() == 0:
+            print(f"spritediff: interrupted; {what_was_kept(args)}", file=sys.stderr)
         return 130
     except Terminated:
-        print(f"spritediff: terminated; {what_was_kept(args)}", file=sys.stderr)
+        if launched_rank() == 0:
+            print(f"spritediff: {stopped_by()}; {what_was_kept(args)}", file=sys.stderr)
         return 143
     finally:
         for signum, handler in previous.items():

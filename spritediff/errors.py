@@ -3,3 +3,7 @@
 
 class SpriteDiffError(Exception):
     """A user error: the message is one line that says what is wrong and, where it helps, what to do."""
+
+
+class ReportedElsewhere(SpriteDiffError):
+    """This process of a torchrun job stops for an error that another process prints (once for the whole job)."""

@@ -42,7 +42,7 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--samplers", required=True,
                    help="comma-separated specs name:steps[:key=value...], e.g. "
                         "ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:100:variance=posterior,ddim:20:eta=1")
-    p.add_argument("--n", type=bounded_int(2, MAX_N), default=DEFAULT_N,
+    p.add_argument("-n", "--n", type=bounded_int(2, MAX_N), default=DEFAULT_N,
                    help=f"samples per sampler, 2..{MAX_N} (default {DEFAULT_N}; FD's noise shrinks as n grows; all n "
                         f"are scored in memory)")
     p.add_argument("--seed", type=bounded_int(0, MAX_SEED - 1), default=0,

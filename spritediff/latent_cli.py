@@ -162,7 +162,7 @@ def add_edit_parser(sub) -> None:
     p.add_argument("--mask", help="PNG of the image's size: white = fill in, black = keep")
     p.add_argument("--resample", type=int, help="inpainting: RePaint resamples per step, R model calls each "
                                                 "(default 5; 1 = plain replacement of the known pixels)")
-    p.add_argument("--n", type=int, default=4, help="results (default 4)")
+    p.add_argument("-n", "--n", type=int, default=4, help="results (default 4)")
     p.add_argument("--seed", type=int, default=0, help="result i uses noise stream (seed, i) (default 0)")
     p.add_argument("--steps", type=int, default=50, help="DDIM steps over the whole range; a run from t0 takes "
                                                          "steps * t0 / T (default 50)")

@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+from contextlib import contextmanager
+from dataclasses import replace
 import numpy as np
 import torch
 
 from .distributed import World
-from .errors import SpriteDiffError
+from .errors import ReportedElsewhere, SpriteDiffError
 
 CHUNK_BYTES = 8 * 2**20  # bytes per gathered message
-
-
-def launched_rank() -> int:
-    """RANK as torchrun sets it (0 outside torchrun), read without joining any group: for messages before setup."""
-    return int(os.environ.get("RANK", "0") or 0)
 
 
 def join() -> World:
@@ -112,3 +110,70 @@ def _chunks(rows: int, row_bytes: int):
     """[a, b) row ranges of at most CHUNK_BYTES each (at least one row) covering 0..rows."""
     step = max(1, CHUNK_BYTES // max(1, row_bytes))
     return [(a, min(rows, a + step)) for a in range(0, rows, step)]
+
+
+@contextmanager
+def checked_together(ranks: World):
+    """Run a block of argument and file checks on every rank, then agree: if any rank's checks raised a
+    SpriteDiffError, the lowest such rank raises it (one line in all) and every other rank stops quietly, so no
+    rank starts work after a bad argument and the refusal is printed once."""
+    error = None
+    try:
+        yield
+    except SpriteDiffError as err:
+        error = err
+    failed = first_failure(ranks, error)
+    if failed == ranks.rank:
+        raise error
+    if failed >= 0:
+        raise ReportedElsewhere(f"rank {failed} refused the arguments")
+
+
+def scratch_rows(shape: tuple[int, ...], dtype) -> np.ndarray:
+    """A zeroed array for a rank's share, memory-mapped from an unnamed temporary file: bounded memory at any n."""
+    if math.prod(shape) == 0:
+        return np.zeros(shape, dtype)
+    return np.memmap(tempfile.TemporaryFile(), dtype=dtype, mode="w+", shape=shape)
+
+
+def sample_across(ranks: World, model, plan, images: np.ndarray | None, bar=None):
+    """Run a SamplePlan of the whole job with its ranks: each samples its share (whole batches of the one-process
+    run, per-sample streams unchanged) and rank 0 gathers every share into images (n, H, W, C) uint8.
+
+    Returns (result, seconds): on rank 0 the SampleResult of the whole run (its frames: those of the first
+    plan.frames samples, whichever ranks drew them; its settings: the whole plan's), elsewhere None; seconds is
+    every rank's sampling time, in rank order."""
+    from .engine import Engine, SampleResult
+
+    all_shares = shares(plan.n, plan.batch_size, ranks.size)
+    lo, hi = all_shares[ranks.rank]
+    row = (model.net.height, model.net.height, model.net.in_channels)
+    local = images[lo:hi] if ranks.is_main else scratch_rows((hi - lo, *row), np.uint8)
+    result = None
+    if hi > lo:
+        share = replace(plan, start=lo, n=hi - lo, frames=max(0, min(hi, plan.frames) - lo))
+        result = Engine(model, plan.device, plan.fast, plan.precision).sample(share, local, bar=bar)
+    gather_rows(ranks, local, all_shares, images)
+    frames = gather_frames(ranks, result.frames if result else [], all_shares, plan.frames, row)
+    seconds = [values[0] for values in gather_values(ranks, [result.seconds if result else 0.0])]
+    if not ranks.is_main:
+        return None, seconds
+    return SampleResult(images, frames, result.timesteps, result.nfe, max(seconds), plan.settings()), seconds
+
+
+def gather_frames(ranks: World, frames: list, all_shares: list[tuple[int, int]], kept: int,
+                  row: tuple[int, ...]) -> list:
+    """Rank 0's list of (x_t, x0_hat) per step, each (kept, *row) uint8, assembled from the frames each rank kept
+    of its share's first samples (a list of (x_t, x0_hat) per step, each (f, *row)); [] elsewhere."""
+    if ranks.size == 1 or kept == 0:
+        return frames
+    frame_shares = [(min(lo, kept), min(hi, kept)) for lo, hi in all_shares]
+    mine = frame_shares[ranks.rank][1] - frame_shares[ranks.rank][0]
+    local = np.stack([np.stack(pair, 1) for pair in frames], 1) if mine else np.zeros((0,), np.uint8)
+    if not ranks.is_main:  # (f, steps, 2, *row) rows; a rank without frames sends nothing
+        gather_rows(ranks, local, frame_shares, None)
+        return []
+    out = np.empty((kept, len(frames), 2, *row), np.uint8)  # rank 0 always holds frames: its share starts at 0
+    out[:mine] = local
+    gather_rows(ranks, local, frame_shares, out)
+    return [(out[:, s, 0], out[:, s, 1]) for s in range(len(frames))]
