@@ -76,18 +76,31 @@ def run_eval(args) -> int:
     """`spritediff eval`: check the inputs, sample and score every spec, write eval.json and the FD plot."""
     from .checks import check_guidance
 
+    from .launch import launched_rank
+
     if args.n < 2:
         raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
     check_guidance(args.guidance, "--guidance")
-    out = prepare_out(args.out)
-    model, specs, noise_spec = _model_and_specs(args)
-    real, labels = _reference_images(args, model)
-    contexts = _eval_contexts(args, model, labels)
-    features = _matching_features(args, model, real)
+    if launched_rank() == 0:
+        prepare_out(args.out)
 
-    evaluation = Evaluation(model, features, real, args, contexts)
+    from .sharded import checked_together, join, leave
+
+    ranks = join()  # under torchrun every rank samples its share of each run, rank 0 scores and writes
+    with checked_together(ranks):
+        out = prepare_out(args.out) if ranks.is_main else None
+        model, specs, noise_spec = _model_and_specs(args)
+        real, labels = _reference_images(args, model)
+        contexts = _eval_contexts(args, model, labels)
+        features = _matching_features(args, model, real)
+    evaluation = Evaluation(model, features, real, args, contexts, ranks)
     start = time.perf_counter()
+    if not ranks.is_main:
+        evaluation.draw_shares(specs, noise_spec)
+        leave(ranks)
+        return 0
     evaluation.run(specs, noise_spec, progress=sys.stderr.isatty())
+    leave(ranks)
     record = _eval_record(args, model, features, real, evaluation, start)
     with staged_output(out) as stage:
         write_json(stage / "eval.json", record)
@@ -182,6 +195,7 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
                    "sprites (0.5: indistinguishable), mean of c2st_splits, c2st_stderr the binomial standard error of "
                    "one split (docs/metric.md)",
         "seconds_total": round(time.perf_counter() - start, 2), "torch": torch.__version__,
+        **({} if evaluation.ranks.size == 1 else {"world_size": evaluation.ranks.size}),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "credit": CREDIT,
     }
 
@@ -189,23 +203,47 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
 class Evaluation:
     """Samples each spec and scores it; rows: one dict per spec; noise: the metric's own noise levels."""
 
-    def __init__(self, model, features, real: np.ndarray, args, contexts):
+    def __init__(self, model, features, real: np.ndarray, args, contexts, ranks=None):
+        from .distributed import World
         from .features import sprite_groups
         from .metrics import SpriteQuality
 
         self.model, self.features, self.real, self.args, self.contexts = model, features, real, args, contexts
-        self.quality = SpriteQuality(features, real, seed=args.seed)
-        self.real_groups = sprite_groups(real) if args.two_sample else None
+        self.ranks = ranks or World()
+        self.quality = SpriteQuality(features, real, seed=args.seed) if self.ranks.is_main else None
+        self.real_groups = sprite_groups(real) if args.two_sample and self.ranks.is_main else None
         self.rows: list[dict] = []
         self.noise: dict = {}
 
-    def sample(self, spec, seed: int, progress: bool) -> tuple[np.ndarray, object]:
-        from .sampling import sample
+    def sample(self, spec, seed: int, progress: bool) -> tuple[np.ndarray | None, object]:
+        """(images (n,H,W,C) uint8, SampleResult) of one run; under torchrun each rank draws its share and rank 0
+        gets them all (other ranks get (None, None))."""
+        import numpy as np
+        from tqdm.auto import tqdm
 
-        result = sample(self.model, spec.name, spec.steps, self.args.n, self.contexts, self.args.guidance, seed,
-                        self.args.device, self.args.batch_size, frames=False, progress=progress,
-                        fast=not self.args.eager, precision=self.args.precision, **spec.options)
-        return result.images, result
+        from .engine import total_steps
+        from .launch import local_device
+        from .sampling import plan_sample
+        from .sharded import sample_across
+
+        plan = plan_sample(self.model, spec.name, spec.steps, self.args.n, self.contexts, self.args.guidance, seed,
+                           local_device(self.args.device), self.args.batch_size, False, not self.args.eager,
+                           self.args.precision, None, spec.options)
+        shape = (self.args.n, self.model.net.height, self.model.net.height, self.model.net.in_channels)
+        images = np.empty(shape, np.uint8) if self.ranks.is_main else None
+        show = progress and self.ranks.is_main
+        bar = tqdm(total=-(-total_steps(plan) // self.ranks.size), unit="step", leave=False) if show else None
+        try:
+            result, _ = sample_across(self.ranks, self.model, plan, images, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+        return images, result
+
+    def draw_shares(self, specs, noise_spec) -> None:
+        """A torchrun rank other than 0: its share of every run that run() draws on rank 0, in the same order."""
+        for spec, seed in sampling_order(specs, noise_spec, self.args.seed):
+            self.sample(spec, seed, progress=False)
 
     def two_sample(self, images: np.ndarray) -> dict:
         """The row's two-sample test: its mean accuracy, per split, and one split's binomial standard error."""
@@ -244,7 +282,7 @@ class Evaluation:
             bar.update(1)
         bar.set_description(f"{noise_spec} seed {self.args.seed + 1}")
         first = first_seed_images.get(str(noise_spec))
-        if first is None:
+        if first is None:  # the same runs, in the same order, as sampling_order lists for the other ranks
             first = self.sample(noise_spec, self.args.seed, progress)[0]
         second = self.sample(noise_spec, self.args.seed + 1, progress)[0]
         bar.update(1)
@@ -258,6 +296,13 @@ class Evaluation:
             "note": "FD's bias falls as 1/n: real halves compare two sets of about N/2, two seeds two sets of n, "
                     "and each sampler row n samples against all N real images",
         }
+
+
+def sampling_order(specs, noise_spec, seed: int) -> list[tuple[object, int]]:
+    """(spec, seed) of every run Evaluation.run draws, in its order: each spec at seed, then the noise spec at seed
+    (unless it is one of the specs) and at seed + 1."""
+    again = [] if str(noise_spec) in {str(spec) for spec in specs} else [(noise_spec, seed)]
+    return [(spec, seed) for spec in specs] + again + [(noise_spec, seed + 1)]
 
 
 def label_rows(labels, generators):

@@ -60,23 +60,33 @@ def add_invert_parser(sub) -> None:
 
 
 def run_invert(args) -> int:
+    """Invert; under torchrun each rank inverts whole batches of the images and rank 0 alone writes --out."""
     import numpy as np
 
     from .checkpoint import load_model
-    from .latent.api import as_images, invert
+    from .latent.api import as_images, resolve_contexts
     from .latent.images import read_labels
     from .outputs import prepare_out, staged_output
+    from .sharded import checked_together, join, leave
 
-    check_out(args.out)
-    model = load_model(args.model)
-    pixels, names = as_images(args.images, model)
-    labels = read_labels(args.labels, len(pixels)) if args.labels else None
-    result = invert(model, pixels, args.steps, args.method, args.context, labels, args.guidance, args.device,
-                    batch_size=args.batch_size)
-    record = {**result.settings, "names": names, "nfe": result.nfe, "seconds": round(result.seconds, 3),
+    ranks = join()
+    with checked_together(ranks):
+        check_out(args.out)
+        model = load_model(args.model)
+        pixels, names = as_images(args.images, model)
+        labels = read_labels(args.labels, len(pixels)) if args.labels else None
+        contexts = resolve_contexts(model, args.context, len(pixels), labels)
+    result, seconds = _invert_ranks(ranks, model, pixels, contexts, args)
+    if not ranks.is_main:
+        leave(ranks)
+        return 0
+    result.settings.update(context=args.context, names=names)
+    record = {**result.settings, "nfe": result.nfe, "seconds": round(result.seconds, 3),
               "mse_mean": float(result.errors.mean()), "mse_max": float(result.errors.max()),
               "errors": {name: float(e) for name, e in zip(names, result.errors)}, **model_record(model),
-              "mse": "per pixel on the [0, 1] scale, input against the float reconstruction"}
+              "mse": "per pixel on the [0, 1] scale, input against the float reconstruction",
+              **({} if ranks.size == 1 else {"world_size": ranks.size,
+                                             "seconds_per_rank": [round(s, 3) for s in seconds]})}
     out = prepare_out(args.out)
     with staged_output(out) as stage:
         np.save(stage / "latents.npy", result.latents.numpy().astype(np.float32))
@@ -85,9 +95,50 @@ def run_invert(args) -> int:
         np.save(stage / "reconstructions.npy", result.images)
         result.grid(args.nrow).save(stage / "grid.png")
         write_record(stage, record)
+    leave(ranks)
     print(f"inverted {len(pixels)} images, {args.method} {args.steps} steps, mean MSE {result.errors.mean():.3g} "
-          f"(max {result.errors.max():.3g}), {result.seconds:.2f} s -> {out}")
+          f"(max {result.errors.max():.3g}), {result.seconds:.2f} s{'' if ranks.size == 1 else f', {ranks.size} processes'}"
+          f" -> {out}")
     return 0
+
+
+def _invert_ranks(ranks, model, pixels, contexts, args):
+    """(result, seconds per rank): this rank inverts its share (whole batches of --batch-size); rank 0 gets the
+    InversionResult of every image (latents, reconstructions, errors gathered), the others None."""
+    import numpy as np
+    import torch
+
+    from .latent.api import InversionResult, invert
+    from .launch import local_device
+    from .sharded import gather_rows, gather_values, shares
+
+    all_shares = shares(len(pixels), args.batch_size, ranks.size)
+    lo, hi = all_shares[ranks.rank]
+    part = None
+    if hi > lo:
+        part = invert(model, pixels[lo:hi], args.steps, args.method, None if contexts is None else contexts[lo:hi],
+                      None, args.guidance, local_device(args.device), batch_size=args.batch_size)
+    seconds = [values[0] for values in gather_values(ranks, [part.seconds if part else 0.0])]
+    if ranks.size == 1:
+        return part, seconds
+    pieces = {"images": part.images if part else None, "latents": part.latents.numpy() if part else None,
+              "errors": part.errors if part else None}
+    if args.method != "ddim":
+        pieces["latents_t1"] = part.latents_t1.numpy() if part else None
+    gathered = {}
+    for name, mine in pieces.items():  # every rank gathers the same names in the same order
+        full = None
+        if ranks.is_main:
+            full = np.empty((len(pixels), *mine.shape[1:]), mine.dtype)
+            full[lo:hi] = mine
+        gather_rows(ranks, mine if mine is not None else np.zeros((0,)), all_shares, full)
+        gathered[name] = full
+    if not ranks.is_main:
+        return None, seconds
+    t1 = gathered.get("latents_t1")
+    return InversionResult(gathered["images"], [], [], part.nfe, max(seconds), dict(part.settings, n=len(pixels)),
+                           pixels, torch.from_numpy(gathered["latents"]), None if t1 is None else torch.from_numpy(t1),
+                           gathered["errors"]), seconds
 
 
 def add_interpolate_parser(sub) -> None:

@@ -20,6 +20,10 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
+# Scores are computed by one process: under torchrun, rank 0 scores the gathered samples alone, so torchmetrics must
+# not wait for the other ranks to sync its states (it would whenever a process group exists)
+LOCAL = {"sync_on_compute": False}
+
 from .features import FeatureModel, SpriteFeatureNet
 from .pixels import to_model_range
 
@@ -66,11 +70,11 @@ class SpriteQuality:
                  kid_subset_size: int = KID_SUBSET_SIZE, seed: int = 0, batch: int = 1024):
         self.extractor = SpriteFeatures(features.net)
         self.kid_subsets, self.kid_subset_size, self.seed, self.batch = kid_subsets, kid_subset_size, seed, batch
-        self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False)
+        self.fid = FrechetInceptionDistance(feature=self.extractor, reset_real_features=False, **LOCAL)
         with warnings.catch_warnings():  # "KID saves all features": a few thousand 64-vectors here
             warnings.simplefilter("ignore", UserWarning)
             self.kid = KernelInceptionDistance(feature=self.extractor, reset_real_features=False,
-                                               subsets=kid_subsets, subset_size=kid_subset_size)
+                                               subsets=kid_subsets, subset_size=kid_subset_size, **LOCAL)
         self.n_reference = len(reference)
         self.features = features
         self.reference_features = features.features(reference)
@@ -133,7 +137,7 @@ def coverage(manifold: torch.Tensor, radii: torch.Tensor, points: torch.Tensor) 
 
 def frechet_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray) -> float:
     """FD between two (N,H,W,3) uint8 sets (N >= 2 each), by torchmetrics."""
-    fid = FrechetInceptionDistance(feature=SpriteFeatures(features.net))
+    fid = FrechetInceptionDistance(feature=SpriteFeatures(features.net), **LOCAL)
     fid.update(_nchw(a), real=True)
     fid.update(_nchw(b), real=False)
     return float(fid.compute())

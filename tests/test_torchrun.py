@@ -123,3 +123,43 @@ def test_a_killed_rank_ends_the_run_and_leaves_out_as_it_was(tiny_model_path, tm
     lines = spritediff_lines(stderr)
     assert len(lines) == 1 and "--out left as it was" in lines[0] or "nothing was written" in lines[0], stderr
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"] and (out / "keep.txt").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def sprites_npy(tmp_path_factory):
+    """40 random 16x16 sprites on black (a stand-in for real data: the numbers are compared, not judged)."""
+    rng = np.random.default_rng(1)
+    images = np.zeros((40, 16, 16, 3), dtype=np.uint8)
+    images[:, 3:13, 4:12] = rng.integers(0, 256, (40, 10, 8, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "sprites.npy"
+    np.save(path, images)
+    return path
+
+
+def test_two_processes_evaluate_the_same_numbers_as_one(tiny_model_path, sprites_npy, tmp_path):
+    from spritediff.cli import main
+
+    args = ["eval", "--model", tiny_model_path, "--data", sprites_npy, "--samplers", "ddim:2,ddpm:3", "-n", 20,
+            "--batch-size", 8, "--context", "random", "--guidance", 1, "--precision", "fp32", "--seed", 3]
+    assert main([str(a) for a in args] + ["--out", str(tmp_path / "one")]) == 0
+    done = torchrun(args + ["--out", tmp_path / "two"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = (json.loads((tmp_path / name / "eval.json").read_text()) for name in ("one", "two"))
+    assert two["world_size"] == 2 and "world_size" not in one
+    timing = {"seconds"}
+    for a, b in zip(one["results"], two["results"], strict=True):
+        assert {k: v for k, v in a.items() if k not in timing} == {k: v for k, v in b.items() if k not in timing}
+    assert one["noise"] == two["noise"] and one["real_class_mix"] == two["real_class_mix"]
+
+
+def test_two_processes_invert_the_same_latents_as_one(tiny_model_path, sprites_npy, tmp_path):
+    from spritediff.cli import main
+
+    args = ["invert", "--model", tiny_model_path, sprites_npy, "--steps", 4, "--batch-size", 8, "--method", "exact"]
+    assert main([str(a) for a in args] + ["--out", str(tmp_path / "one")]) == 0
+    done = torchrun(args + ["--out", tmp_path / "two"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("latents.npy", "latents_t1.npy", "reconstructions.npy"):
+        assert np.array_equal(np.load(tmp_path / "one" / name), np.load(tmp_path / "two" / name)), name
+    one, two = (json.loads((tmp_path / name / "run.json").read_text()) for name in ("one", "two"))
+    assert one["errors"] == two["errors"] and two["world_size"] == 2 and len(one["errors"]) == 40
