@@ -103,7 +103,7 @@ BAD_INPUTS = [
     (["--sampler", "ddim", "--eta", "nan"], "--eta must be a finite number"),
     (["--context", "dragon"], "unknown class 'dragon'"),
     (["--guidance", "-1", "--context", "hero"], "argument --guidance: must be >= 0"),
-    (["--n", "0"], "argument --n: must be at least 1"),
+    (["--n", "0"], "argument -n/--n: must be at least 1"),
     (["--sampler", "heun", "--eta", "0"], "heun takes no option eta"),
     (["--spacing", "cubic"], "unknown --spacing 'cubic'"),
 ]
