@@ -337,3 +337,38 @@ def test_distill_guidance_default_is_the_one_declaration():
     assert DistillConfig().guidance == DEFAULT_GUIDANCE
     argv = ["distill", "--teacher", "t", "--data", "d", "--out", "o"]
     assert build_parser(argv).parse_args(argv).guidance is None  # None: the teacher's classes decide (run_distill)
+
+
+# --- the latent tools on a student: interpolate from seeds decodes on its grid; inversion and edits are refused ---
+
+def test_interpolate_from_seeds_decodes_on_the_students_grid_and_its_ends_are_its_samples(finished):
+    student = load_model(finished)
+    result = spritediff.interpolate(student, seeds=(3, 4), frames=3, context="hero")
+    assert result.nfe == 2 and result.settings["steps"] == 2 and result.settings["timesteps"] == [500, 250, 0]
+    assert result.settings["guidance"] == 0.5 and result.settings["student"]["calls"] == 2
+    for end, seed in ((0, 3), (2, 4)):
+        alone = spritediff.sample(student, n=1, seed=seed, context="hero", precision="fp32", frames=False)
+        assert np.abs(result.images[end].astype(int) - alone.images[0].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, img: spritediff.invert(m, img), ("invert:", "2-call distilled student", "upwards")),
+    (lambda m, img: spritediff.interpolate(m, images=np.stack([img, img])), ("interpolate --images", "--seeds")),
+    (lambda m, img: spritediff.edit(m, img, strength=0.5), ("edit:", "SDEdit")),
+    (lambda m, img: spritediff.interpolate(m, seeds=(1, 2), steps=4), ("steps 4", "2-call")),
+    (lambda m, img: spritediff.interpolate(m, seeds=(1, 2), guidance=1.0), ("guidance 1.0",)),
+])
+def test_the_latent_tools_refuse_what_a_student_cannot_do_in_one_line(finished, call, words):
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(spritediff.SpriteDiffError) as info:
+        call(load_model(finished), image)
+    assert all(word in str(info.value) for word in words) and "\n" not in str(info.value), str(info.value)
+
+
+def test_invert_cli_on_a_student_is_one_line_and_writes_nothing(finished, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 16, 16, 3), np.uint8))
+    assert run(["invert", tmp_path / "x.npy", "--model", finished, "--out", tmp_path / "o"]) == 2
+    one_line_error(capsys, "invert:", "distilled student")
+    assert not (tmp_path / "o").exists()
+    assert run(["interpolate", "--seeds", 1, 2, "--frames", 2, "--model", finished, "--out", tmp_path / "i"]) == 0
+    assert json.loads((tmp_path / "i" / "run.json").read_text())["steps"] == 2
