@@ -46,7 +46,7 @@ CLI_SAMPLE = SampleDefaults("ddpm", 50, MIX, MODEL_GUIDANCE)
 API_SAMPLE = SampleDefaults("ddim", None, None, MODEL_GUIDANCE)  # fast and deterministic; a context only when asked
 PLAYGROUND_SAMPLE = SampleDefaults("ddim", None, MIX)  # interactive: DDIM-20 answers in a blink; classes as sample's
 PLAYGROUND_RACE = SampleDefaults(None, None, None)  # lanes ddpm, ddim and a solver, each its own default steps
-EVAL = SampleDefaults(None, None, None)  # the model's own p(x) against the real set, comparable across models
+EVAL = SampleDefaults(None, None, None, MODEL_GUIDANCE)  # the model's own p(x) against the real set
 
 DEFAULTS = {"cli_sample": CLI_SAMPLE, "api_sample": API_SAMPLE, "playground_sample": PLAYGROUND_SAMPLE,
             "playground_race": PLAYGROUND_RACE, "eval": EVAL}

@@ -372,3 +372,35 @@ def test_invert_cli_on_a_student_is_one_line_and_writes_nothing(finished, tmp_pa
     assert not (tmp_path / "o").exists()
     assert run(["interpolate", "--seeds", 1, 2, "--frames", 2, "--model", finished, "--out", tmp_path / "i"]) == 0
     assert json.loads((tmp_path / "i" / "run.json").read_text())["steps"] == 2
+
+
+# --- eval and bench on a student: its own sampler by default ('student'), others refused before any work ---
+
+def test_eval_on_a_student_defaults_to_its_own_sampler(finished, tmp_path):
+    rng = np.random.default_rng(0)
+    real = np.zeros((16, 16, 16, 3), np.uint8)
+    real[:, 3:13, 4:12] = rng.integers(0, 256, (16, 10, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "real.npy", real)
+    assert run(["eval", "--model", finished, "--data", tmp_path / "real.npy", "--n", 6, "--no-two-sample",
+                "--context", "mix", "--precision", "fp32", "--out", tmp_path / "e"]) == 0
+    record = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert [(r["spec"], r["nfe"]) for r in record["results"]] == [("ddim:2", 2)]
+    assert record["guidance"] == 0.5 and record["student"]["timesteps"] == [500, 250, 0]
+    assert record["noise"]["two_seeds"]["spec"] == "ddim:2"
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_eval_and_bench_refuse_a_students_other_specs_in_one_line(finished, tmp_path, capsys, command):
+    extra = ["--data", tmp_path / "none.npy", "--out", tmp_path / "e"] if command == "eval" else []
+    assert run([command, "--model", finished, "--samplers", "student,ddim:20", *extra]) == 2
+    one_line_error(capsys, "steps 20", "2-call distilled student")
+    assert not (tmp_path / "e").exists()
+
+
+def test_bench_on_a_student_times_its_own_sampler(finished):
+    from spritediff.bench import bench
+
+    report = bench(load_model(finished), n=2, repeat=1, precisions=("fp32",))
+    assert [(row.spec.name, row.spec.steps, row.nfe) for row in report.rows] == [("ddim", 2, 2)]
+    with pytest.raises(spritediff.SpriteDiffError, match="not a student"):
+        bench(tiny_model(), "student", n=2, repeat=1)

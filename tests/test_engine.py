@@ -91,7 +91,7 @@ def test_eval_and_the_playground_read_their_declared_defaults():
 
     argv = ["eval", "--data", "x.npy", "--samplers", "ddim:2", "--out", "o"]
     args = build_parser(argv).parse_args(argv)
-    assert (args.context, args.guidance) == (defaults.EVAL.context, defaults.EVAL.guidance) == (None, 0.5)
+    assert (args.context, args.guidance) == (defaults.EVAL.context, defaults.EVAL.guidance) == (None, None)
     model, config = tiny_model(), ServeConfig()
     info = model_info(model, torch.device("cpu"), config)
     assert info["defaults"]["playground_sample"] == defaults.PLAYGROUND_SAMPLE.public()
