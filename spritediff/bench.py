@@ -153,7 +153,8 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
           device: str | torch.device | None = "cpu", repeat: int = 3, seed: int = 0,
           progress: bool = False, fast: bool = True, precisions: Sequence[str] = ("auto",),
           reference: str | None = None) -> BenchReport:
-    """Time each sampler spec (default "ddpm:T,ddim:20"; a distilled student's own, "student") on n samples at each precision; see the module's docstring.
+    """Time each sampler spec (default "ddpm:T,ddim:20"; a distilled student's own, "student") on n samples at
+    each precision; see the module's docstring.
 
     specs: a spec string like "ddpm:500,ddim:20,ddim:20:eta=1" or parsed SamplerSpecs.
     progress: print one line per row to stderr as it starts.
