@@ -27,7 +27,7 @@ from .sampling import sample
 from .defaults import MAX_BENCH_N
 from .errors import SpriteDiffError
 from .checks import check_int, check_seed
-from .specs import SamplerSpec, parse_sampler_specs
+from .specs import SamplerSpec, parse_model_specs
 
 
 
@@ -153,7 +153,8 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
           device: str | torch.device | None = "cpu", repeat: int = 3, seed: int = 0,
           progress: bool = False, fast: bool = True, precisions: Sequence[str] = ("auto",),
           reference: str | None = None) -> BenchReport:
-    """Time each sampler spec (default "ddpm:T,ddim:20") on n samples at each precision; see the module's docstring.
+    """Time each sampler spec (default "ddpm:T,ddim:20"; a distilled student's own, "student") on n samples at
+    each precision; see the module's docstring.
 
     specs: a spec string like "ddpm:500,ddim:20,ddim:20:eta=1" or parsed SamplerSpecs.
     progress: print one line per row to stderr as it starts.
@@ -166,7 +167,7 @@ def bench(model: SpriteModel, specs: str | Sequence[SamplerSpec] | None = None, 
     n, repeat, seed = check_int(n, "n", 1, MAX_BENCH_N), check_int(repeat, "repeat", 1), check_seed(seed)
     T = model.schedule.T
     if specs is None or isinstance(specs, str):
-        specs = parse_sampler_specs(specs or default_specs(T), T)
+        specs = parse_model_specs(specs or None, model, default_specs(T), "specs")
     elif not specs or not all(isinstance(spec, SamplerSpec) for spec in specs):
         raise SpriteDiffError("specs must be a spec string like 'ddpm:500,ddim:20' or a non-empty list of SamplerSpec")
     if reference not in (None, "diffusers"):

@@ -21,7 +21,8 @@ def add_bench_parser(sub) -> None:
     add_model_argument(p)
     p.add_argument("--samplers", help="comma-separated specs name:steps[:key=value...], e.g. "
                                       "ddpm:500,ddim:20,ddim:20:eta=1,ddpm:100:variance=posterior "
-                                      "(default: ddpm:T,ddim:20)")
+                                      "(default: ddpm:T,ddim:20; for a distilled student its own sampler, "
+                                      "'student', e.g. ddim:4)")
     p.add_argument("-n", "--n", type=bounded_int(1, MAX_BENCH_N), default=32,
                    help=f"samples per run, one batch, 1..{MAX_BENCH_N} (default 32)")
     add_device_argument(p)
@@ -53,11 +54,10 @@ def run_bench(args) -> int:
     from .bench import bench, default_specs
     from .checkpoint import load_model
     from .engine import resolve_device
-    from .specs import parse_sampler_specs
+    from .specs import parse_model_specs
 
     model = load_model(args.model)
-    T = model.schedule.T
-    specs = parse_sampler_specs(args.samplers if args.samplers is not None else default_specs(T), T)
+    specs = parse_model_specs(args.samplers, model, default_specs(model.schedule.T))
     device = resolve_device(args.device)
     report = bench(model, specs, args.n, device, args.repeat, progress=sys.stderr.isatty(), fast=not args.eager,
                    precisions=args.precision, reference=args.reference)

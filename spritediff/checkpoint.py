@@ -20,6 +20,7 @@ from .safetensors_io import METADATA_KEY, read_safetensors
 from .checks import check_prediction_type, shown
 from .schedule import Schedule
 from .sprites import CREDIT, class_names
+from .student import StudentSchedule, read_student
 
 FORMAT = "spritediff/1"
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "sprites_context.safetensors"
@@ -38,12 +39,15 @@ class SpriteModel:
     path: str | None = None  # as the user gave it; None for the shipped default model
     prediction_type: str = "eps"  # the net's output: eps, x0 or v (spritediff.denoiser.PREDICTION_TYPES)
     class_mix: tuple[float, ...] | None = None  # each class's share of the training labels, summing to 1
+    student: StudentSchedule | None = None  # a distilled student's own grid, sampler and guidance (spritediff.student)
 
     def config(self) -> dict:
         config = {"format": FORMAT, "net": self.net.config(), "schedule": self.schedule.to_config(),
                   "classes": list(self.classes), "info": self.info, "prediction_type": self.prediction_type}
         if self.class_mix is not None:
             config["class_mix"] = list(self.class_mix)
+        if self.student is not None:
+            config["student"] = self.student.to_config()
         return config
 
 
@@ -57,6 +61,8 @@ def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype =
     check_prediction_type(model.prediction_type, "model prediction_type")
     if model.class_mix is not None:
         read_class_mix(list(model.class_mix), model.classes, "model")
+    if model.student is not None:
+        read_student(model.student.to_config(), model.schedule.T, "model")
     path = model_out_path(path, "path")
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
                for k, v in model.net.state_dict().items()}
@@ -82,10 +88,11 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     net = build_net(config["net"], path)
     load_state(net, state, path)
     classes = read_classes(config["classes"], net, path)
-    return SpriteModel(net, read_schedule(config["schedule"], path), classes,
-                       config["info"], None if path == DEFAULT_MODEL else str(path),
+    schedule = read_schedule(config["schedule"], path)
+    return SpriteModel(net, schedule, classes, config["info"], None if path == DEFAULT_MODEL else str(path),
                        check_prediction_type(config.get("prediction_type", "eps"), f"{path}: metadata prediction_type"),
-                       read_class_mix(config.get("class_mix"), classes, path))
+                       read_class_mix(config.get("class_mix"), classes, path),
+                       read_student(config.get("student"), schedule.T, path))
 
 
 def _read_safetensors(path: Path) -> tuple[dict, dict]:

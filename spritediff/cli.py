@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int, integer,
                         nonnegative_float, positive_int, seed_int)
-from .defaults import CLI_SAMPLE, MIX, default_steps
+from .defaults import CLI_SAMPLE, DEFAULT_GUIDANCE, MIX, default_steps
 from .errors import ReportedElsewhere, SpriteDiffError
 from .interrupts import Terminated, install_signal_handlers
 from .launch import launched_rank, launched_size, local_device
@@ -50,13 +50,19 @@ def add_sampler_option_arguments(p) -> None:
                        help=f"{option.help}: {option.allowed()} (default {default}; {names})")
 
 
-def sampler_choice(args) -> tuple[str, int | None, dict]:
+def given_options(args) -> dict:
+    """The sampler option flags given (--eta 0.5 -> {"eta": "0.5"}), as text."""
+    return {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_") and v is not None}
+
+
+def sampler_choice(args, default: str = CLI_SAMPLE.sampler) -> tuple[str, int | None, dict]:
     """The sampler, its steps (None: its default) and its options from --sampler (a name or a spec such as
-    ddim:20:eta=1), --steps and the option flags, parsed and checked; a spec and a flag may not both set one."""
+    ddim:20:eta=1), --steps and the option flags, parsed and checked; a spec and a flag may not both set one.
+    default: the sampler without --sampler (CLI_SAMPLE's, or a distilled student's own)."""
     from .specs import check_sampler, declared_options, read_sampler_spec
 
-    given = {k[len("option_"):]: v for k, v in vars(args).items() if k.startswith("option_") and v is not None}
-    spec = args.sampler or CLI_SAMPLE.sampler
+    given = given_options(args)
+    spec = args.sampler or default
     if ":" in spec:
         name, steps, options = read_sampler_spec(spec)
     else:
@@ -91,7 +97,7 @@ def add_sample_parser(sub) -> None:
                         f"dpmpp-3m:lower_order_final=1; steps and options go in the spec or in their flags, not "
                         f"both (default: {CLI_SAMPLE.sampler} with {CLI_SAMPLE.steps} steps, which draws cleaner "
                         f"sprites than DDIM-20 from the default model, see docs/default_model.md; ddim is the fast, "
-                        f"deterministic one)")
+                        f"deterministic one; a distilled student: its own sampler on its own grid, and no other)")
     p.add_argument("--steps", type=integer,
                    help=f"sampler steps, any value 1..T (default: {CLI_SAMPLE.steps} without --sampler; ddpm T=500, "
                         f"ddim 20, few-step solvers 10); one model call each, heun two")
@@ -109,8 +115,9 @@ def add_sample_parser(sub) -> None:
                                      "where the model stores its class mix (the default model does), else none")
     p.add_argument("--guidance", type=nonnegative_float, default=CLI_SAMPLE.guidance,
                    help=f"classifier-free guidance weight w >= 0 with a context: (1+w) eps(c) - w eps(0); 0 is the "
-                        f"plain conditional model, nearly twice as fast (default {CLI_SAMPLE.guidance}: better "
-                        f"precision and class accuracy than 0, worse FD; see docs/results.md)")
+                        f"plain conditional model, nearly twice as fast (default {DEFAULT_GUIDANCE}: better "
+                        f"precision and class accuracy than 0, worse FD, see docs/results.md; a distilled student's "
+                        f"own weight is in its weights, and it takes no other)")
     p.add_argument("--nrow", type=bounded_int(1, MAX_NROW), help=f"images per grid row, 1..{MAX_NROW} (default 8); "
                                                                  f"the grid shows the first {GRID_MAX} sprites")
     p.add_argument("--gif-n", type=bounded_int(1, MAX_GIF_N), default=FRAMES_N,
@@ -125,7 +132,8 @@ def add_sample_parser(sub) -> None:
 
 def run_sample(args) -> int:
     """Sample; under torchrun each rank draws its share and rank 0 alone writes --out (sharded.py)."""
-    on_every_rank(sampler_choice, args)  # argument errors before torch is imported
+    if args.sampler is not None or not given_options(args):  # option flags alone: checked against the model's
+        on_every_rank(sampler_choice, args)  # default sampler (a student's own) once it is loaded; else before torch
 
     from .sharded import checked_together, join, leave
 
@@ -163,11 +171,12 @@ def _sample_plan(args, out: Path | None):
     from .sampling import plan_sample
     from .specs import read_sampler_spec
 
-    sampler, steps, options = sampler_choice(args)
     model = load_model(args.model)
+    student = model.student  # a distilled student samples with its own sampler and grid (spritediff.student)
+    sampler, steps, options = sampler_choice(args, CLI_SAMPLE.sampler if student is None else student.sampler)
     if args.sampler and ":" in args.sampler:
         read_sampler_spec(args.sampler, model.schedule.T)  # the spec's steps against the model's T
-    if args.sampler is None and steps is None:
+    if args.sampler is None and steps is None and student is None:
         steps = default_steps(CLI_SAMPLE, sampler, model.schedule.T)
     if out is not None:
         shape = (args.n, model.net.height, model.net.height, model.net.in_channels)
@@ -291,6 +300,8 @@ COMMANDS = [  # name, one-line help, and where its parser builder lives: importe
     ("interpolate", "slerp between two latents (seeds or images), decode each frame",
      "spritediff.latent_cli:add_interpolate_parser"),
     ("edit", "variations, class changes (SDEdit) and inpainting of one sprite", "spritediff.latent_cli:add_edit_parser"),
+    ("distill", "distil a model into a few-call student (progressive distillation; resumable)",
+     "spritediff.distill_cli:add_distill_parser"),
     ("serve", "a local web playground: sample, race DDPM against DDIM, edit (needs the web extra)",
      "spritediff.serve.cli:add_serve_parser"),
 ]

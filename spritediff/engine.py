@@ -37,6 +37,7 @@ from .fast import graphed_or_eager, prepare_net
 from .finite import check_finite
 from .rng import keyed_generator
 from .samplers import REGISTRY
+from .student import StudentSchedule
 from .samplers.common import StepInfo
 
 
@@ -52,7 +53,9 @@ class SamplePlan:
     (start > 0 runs a share of a larger run, e.g. one torchrun rank's, with the same per-sample streams), in
     batches of batch_size. contexts: the rows of any samples, or None (no context); context_label: how the
     context was given, for the record. frames: how many of the first samples keep their denoising frames.
-    precision: "fp32" or "bf16", resolved; fast: the fast path of fast.py.
+    precision: "fp32" or "bf16", resolved; fast: the fast path of fast.py. student: the StudentSchedule of a
+    distilled student (its own sampler and grid are then sampler and timesteps, and guidance is 0 for the net: its
+    own weight is baked in), recorded in settings(); None for an ordinary model.
     """
 
     sampler: str
@@ -70,6 +73,7 @@ class SamplePlan:
     precision: str = "fp32"
     fast: bool = True
     start: int = 0
+    student: StudentSchedule | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
@@ -90,12 +94,17 @@ class SamplePlan:
         return {"steps": self.steps, **self.options, **grid}
 
     def settings(self) -> dict:
-        """The run's settings as run.json and SampleResult.settings record them."""
+        """The run's settings as run.json and SampleResult.settings record them; a student's guidance is the
+        weight in its weights (its net is called unguided), and its record says so."""
+        guidance = self.guidance if self.student is None else self.student.guidance
+        record = {} if self.student is None else {"student": {"calls": self.student.calls,
+                                                              "guidance": self.student.guidance,
+                                                              "teacher": dict(self.student.teacher)}}
         return {"sampler": self.sampler, "steps": self.steps, "n": self.n, "seed": self.seed,
-                "guidance": self.guidance if self.contexts is not None else None, "context": self.context_label,
+                "guidance": guidance if self.contexts is not None else None, "context": self.context_label,
                 "device": str(self.device), "batch_size": self.batch_size, "precision": self.precision,
                 "fast": self.fast, **({} if self.timesteps is None else {"timesteps": list(self.timesteps)}),
-                **self.options}
+                **self.options, **record}
 
 
 @dataclass

@@ -27,7 +27,7 @@ MAX_N = 100_000  # eval keeps every sample and its features in memory, so n is b
 def add_eval_parser(sub) -> None:
     from .arguments import (add_device_argument, add_fast_path_arguments, add_model_argument, bounded_int,
                             nonnegative_float)
-    from .defaults import MAX_BATCH_SIZE
+    from .defaults import DEFAULT_GUIDANCE, MAX_BATCH_SIZE
     from .checks import MAX_SEED
     from .defaults import TWO_SAMPLE_SPLITS as SPLITS
 
@@ -39,9 +39,11 @@ def add_eval_parser(sub) -> None:
     add_model_argument(p)
     p.add_argument("--data", required=True, help="the real sprites: (N,H,H,3) uint8 .npy (the course's file or the "
                                                  "base set) or a folder of class subfolders")
-    p.add_argument("--samplers", required=True,
+    p.add_argument("--samplers",
                    help="comma-separated specs name:steps[:key=value...], e.g. "
-                        "ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:100:variance=posterior,ddim:20:eta=1")
+                        "ddpm:500,ddim:10,ddim:20,ddim:50,ddim:100,ddpm:100:variance=posterior,ddim:20:eta=1; "
+                        "required but for a distilled student, whose default is its own sampler ('student', e.g. "
+                        "ddim:4)")
     p.add_argument("-n", "--n", type=bounded_int(2, MAX_N), default=DEFAULT_N,
                    help=f"samples per sampler, 2..{MAX_N} (default {DEFAULT_N}; FD's noise shrinks as n grows; all n "
                         f"are scored in memory)")
@@ -55,7 +57,8 @@ def add_eval_parser(sub) -> None:
                                      "reported", default=EVAL.context)
     p.add_argument("--labels", help="(N,K) labels .npy of --data, for --context data")
     p.add_argument("--guidance", type=nonnegative_float, default=EVAL.guidance,
-                   help=f"classifier-free guidance weight w, used with a context (default {EVAL.guidance})")
+                   help=f"classifier-free guidance weight w, used with a context (default {DEFAULT_GUIDANCE}; a "
+                        f"distilled student's own, in its weights)")
     p.add_argument("--noise-sampler", help="spec whose two seeds give the seed-to-seed FD (default: the first spec)")
     p.add_argument("--two-sample", action=argparse.BooleanOptionalAction, default=True,
                    help="also score each sampler with a classifier two-sample test (default on): the held-out accuracy "
@@ -80,7 +83,8 @@ def run_eval(args) -> int:
 
     if args.n < 2:
         raise SpriteDiffError(f"--n must be at least 2 for FD, got {args.n}")
-    check_guidance(args.guidance, "--guidance")
+    if args.guidance is not None:
+        check_guidance(args.guidance, "--guidance")
     if launched_rank() == 0:
         prepare_out(args.out)
 
@@ -115,13 +119,13 @@ def _model_and_specs(args):
     """The model (after checking the device), the sampler specs to score and the spec of the noise-level rows."""
     from .checkpoint import load_model
     from .engine import resolve_device
-    from .specs import parse_sampler_spec, parse_sampler_specs
+    from .specs import parse_model_specs
 
     resolve_device(args.device)
     model = load_model(args.model)
-    T = model.schedule.T
-    specs = parse_sampler_specs(args.samplers, T)
-    noise_spec = parse_sampler_spec(args.noise_sampler, T) if args.noise_sampler else specs[0]
+    specs = parse_model_specs(args.samplers, model)
+    noise_spec = parse_model_specs(args.noise_sampler, model, flag="--noise-sampler")[0] if args.noise_sampler \
+        else specs[0]
     return model, specs, noise_spec
 
 
@@ -178,7 +182,11 @@ def _eval_record(args, model, features, real: np.ndarray, evaluation, start: flo
                                                          if k in model.info},
         "data": Path(args.data).name, "reference_images": len(real), "n": args.n, "seed": args.seed,
         "context": args.context or "none",
-        "guidance": None if args.context in (None, "none") else args.guidance,  # without a context it does nothing
+        "guidance": None if args.context in (None, "none") else model_guidance(args.guidance, model),  # none: no use
+        **({} if model.student is None else {"student": {"calls": model.student.calls,
+                                                         "guidance": model.student.guidance,
+                                                         "timesteps": list(model.student.timesteps),
+                                                         "teacher": model.student.teacher}}),
         "device": args.device, "batch_size": args.batch_size,
         "net_precision_asked": args.precision, "fast": not args.eager,
         "feature_net": {"path": features.path if args.features else f"default ({DEFAULT_FEATURES.name})",
@@ -296,6 +304,15 @@ class Evaluation:
             "note": "FD's bias falls as 1/n: real halves compare two sets of about N/2, two seeds two sets of n, "
                     "and each sampler row n samples against all N real images",
         }
+
+
+def model_guidance(guidance: float | None, model) -> float:
+    """The guidance a run used: the one given, else the model's own (a student's, or DEFAULT_GUIDANCE)."""
+    from .defaults import DEFAULT_GUIDANCE
+
+    if guidance is not None:
+        return guidance
+    return DEFAULT_GUIDANCE if model.student is None else model.student.guidance
 
 
 def sampling_order(specs, noise_spec, seed: int) -> list[tuple[object, int]]:

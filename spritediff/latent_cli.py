@@ -156,7 +156,8 @@ def add_interpolate_parser(sub) -> None:
     add_model_argument(p)
     p.add_argument("--frames", type=int, default=8, help="frames K, ends included (default 8)")
     p.add_argument("--context", nargs="+", metavar="C", help="one class for the whole path, or C1 C2 blended along it")
-    p.add_argument("--steps", type=int, default=20, help="DDIM steps to decode (and invert) (default 20)")
+    p.add_argument("--steps", type=int, help="DDIM steps to decode (and invert) (default 20; a distilled student "
+                                              "decodes on its own grid)")
     p.add_argument("--method", default="ddim", help="inversion of --images: ddim or exact (default ddim)")
     p.add_argument("--guidance", type=float, help=f"guidance weight (default {DEFAULT_GUIDANCE} with --seeds and "
                                                   "a context, 0 with --images)")
@@ -193,7 +194,7 @@ def run_interpolate(args) -> int:
                   "seconds": round(time.perf_counter() - start, 3),
                   "seconds_parts": {name: round(value, 3) for name, value in parts.items()}, **model_record(model)}
         write_record(stage, record)
-    print(f"{args.frames} frames, slerp, DDIM {args.steps} steps, {record['seconds']:.2f} s -> {out}")
+    print(f"{args.frames} frames, slerp, DDIM {record['steps']} steps, {record['seconds']:.2f} s -> {out}")
     return 0
 
 

@@ -15,7 +15,7 @@ from tqdm import tqdm
 from .checkpoint import SpriteModel
 from .checks import check_guidance, check_int, check_seed, check_steps, check_timesteps
 from .context import DRAWN, check_mix_available, parse_context
-from .defaults import API_SAMPLE
+from .defaults import API_SAMPLE, DEFAULT_GUIDANCE
 from .engine import (BATCH_SIZE, FRAMES_N, MAX_BATCH_SIZE, Engine, SamplePlan, SampleResult, resolve_device,
                      sample_generators, total_steps)
 from .errors import SpriteDiffError
@@ -28,14 +28,17 @@ __all__ = ["sample", "plan_sample", "model_contexts", "SampleResult", "resolve_d
 
 def sample(model: SpriteModel, sampler: str = API_SAMPLE.sampler, steps: int | None = API_SAMPLE.steps,
            n: int = 32, context: str | torch.Tensor | np.ndarray | None = API_SAMPLE.context,
-           guidance: float = API_SAMPLE.guidance, seed: int = 0, device: str | torch.device | None = "cpu",
+           guidance: float | None = API_SAMPLE.guidance, seed: int = 0, device: str | torch.device | None = "cpu",
            batch_size: int | None = None, frames: bool | int = True, progress: bool = False, fast: bool = True,
            precision: str | torch.dtype = "auto", callback=None, out: np.ndarray | None = None,
            timesteps=None, **sampler_options) -> SampleResult:
     """Draw n samples, in batches of batch_size (default: BATCH_SIZE of the device, at most n).
 
     steps: model calls, 1..T (default: the sampler's, ddpm T, ddim 20). context: a spec string (see
-    spritediff.context), an (n, n_cfeat) or (n_cfeat,) tensor or array, or None. guidance: w >= 0, finite.
+    spritediff.context), an (n, n_cfeat) or (n_cfeat,) tensor or array, or None. guidance: w >= 0, finite, or None
+    for the model's own (spritediff.defaults.DEFAULT_GUIDANCE; a distilled student's, baked into its weights).
+    A distilled student (model.student) samples with its own sampler on its own grid: a sampler, steps, grid,
+    option or guidance other than its own is a SpriteDiffError (spritediff.student).
     seed: 0..2^63-1; sample i uses noise stream (seed, i). frames: True keeps the denoising frames of the first
     FRAMES_N samples, an int k those of the first k, False none. out: an (n, H, W, 3) uint8 array (e.g. a
     memory-mapped .npy) to write the images into instead of a new one. sampler_options: the sampler's own
@@ -73,6 +76,11 @@ def plan_sample(model: SpriteModel, sampler, steps, n, context, guidance, seed, 
         raise SpriteDiffError(f"model has {len(model.classes)} class names for a net of {model.net.n_cfeat} context "
                               f"features")
     T = model.schedule.T
+    if model.student is not None:  # its own sampler and grid; its guidance is in its weights: the net runs unguided
+        sampler, steps, timesteps, guidance, options = model.student.resolve(sampler, steps, timesteps, guidance,
+                                                                             options or {})
+    elif guidance is None:
+        guidance = DEFAULT_GUIDANCE
     if timesteps is not None:
         if steps is not None:
             raise SpriteDiffError("give steps or timesteps, not both (a grid of k+1 points takes k steps)")
@@ -92,7 +100,7 @@ def plan_sample(model: SpriteModel, sampler, steps, n, context, guidance, seed, 
     return SamplePlan(sampler=sampler, steps=steps, n=n, seed=seed, device=device, batch_size=min(n, chosen),
                       options=options, timesteps=timesteps, guidance=guidance, contexts=contexts,
                       context_label=context if isinstance(context, str) or context is None else "tensor",
-                      frames=_frame_count(frames, n), precision=precision, fast=bool(fast))
+                      frames=_frame_count(frames, n), precision=precision, fast=bool(fast), student=model.student)
 
 
 def _frame_count(frames, n: int) -> int:

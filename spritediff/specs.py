@@ -54,6 +54,38 @@ def parse_sampler_specs(text: str, T: int = 500) -> list[SamplerSpec]:
     return [parse_sampler_spec(part, T) for part in parts]
 
 
+STUDENT_SPEC = "student"  # in a spec list: a distilled student's own sampler and calls ("ddim:4" for a 4-call one)
+
+
+def parse_model_specs(text: str | None, model, default: str | None = None, flag: str = "--samplers"
+                      ) -> list[SamplerSpec]:
+    """The specs to run on `model` (a SpriteModel): text, else `default`, else a distilled student's own spec.
+
+    `student` in the list stands for a student's own sampler and calls; on a student every spec is checked
+    against what it was trained for (spritediff.student) before any work, so a bench or eval refuses in one line
+    rather than after timing the specs before it.
+    """
+    student = model.student
+    own = None if student is None else f"{student.sampler}:{student.calls}"
+    if text is None:
+        text = own or default
+        if text is None:
+            raise SpriteDiffError(f"give {flag}, e.g. ddpm:{model.schedule.T},ddim:20")
+    parts = []
+    for part in text.split(","):
+        if part.strip().lower() == STUDENT_SPEC:
+            if own is None:
+                raise SpriteDiffError(f"spec {STUDENT_SPEC!r} names a distilled student's own sampler; this model is "
+                                      f"not a student")
+            part = own
+        parts.append(part)
+    specs = parse_sampler_specs(",".join(parts), model.schedule.T)
+    if student is not None:
+        for spec in specs:
+            student.resolve(spec.name, spec.steps, None, None, spec.options)
+    return specs
+
+
 def parse_sampler_spec(text: str, T: int = 500) -> SamplerSpec:
     """One spec, "ddim:20:eta=1"; see parse_sampler_specs."""
     name, steps, options = read_sampler_spec(text, T)

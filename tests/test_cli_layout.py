@@ -124,7 +124,8 @@ def test_conflicting_or_bad_specs_exit_2_with_one_line(tiny_model_path, tmp_path
     assert not out.exists()
 
 
-@pytest.mark.parametrize("command", ["sample", "train", "bench", "eval", "invert", "interpolate", "edit", "serve"])
+@pytest.mark.parametrize("command", ["sample", "train", "bench", "eval", "invert", "interpolate", "edit", "serve",
+                                     "distill"])
 def test_every_command_declares_device_the_one_way(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
@@ -134,7 +135,8 @@ def test_every_command_declares_device_the_one_way(command, capsys):
 LIGHT_MODULES = ["checks.py", "defaults.py", "errors.py", "arguments.py", "specs.py", "samplers/registry.py",
                  "samplers/__init__.py", "train_config.py", "train_cli.py", "bench_cli.py", "latent_cli.py",
                  "evaluate.py", "features/__init__.py", "features/config.py", "features/cli.py", "cli.py",
-                 "__init__.py", "serve/cli.py", "serve/config.py", "outputs.py", "interrupts.py", "sprites.py"]
+                 "__init__.py", "serve/cli.py", "serve/config.py", "outputs.py", "interrupts.py", "sprites.py",
+                 "distill_config.py", "distill_cli.py", "student.py"]
 
 
 @pytest.mark.parametrize("path", LIGHT_MODULES)
@@ -147,12 +149,13 @@ def test_the_modules_that_help_and_argument_checks_need_import_no_torch_at_the_t
 
 
 COMMAND_NAMES = ["sample", "convert", "train", "bench", "train-features", "eval", "invert", "interpolate", "edit",
-                 "serve"]
+                 "serve", "distill"]
 
 
 @pytest.mark.parametrize("argv", [["--help"], *([name, "--help"] for name in COMMAND_NAMES),
                                   ["sample", "--steps", "x"], ["sample", "--sampler", "ddim:2:eta=5", "--out", "o"],
-                                  ["bench", "--precision", "fp16"], ["nosuchcommand"]])
+                                  ["bench", "--precision", "fp16"], ["distill", "--prediction", "eps"],
+                                  ["nosuchcommand"]])
 def test_help_and_argument_errors_do_not_import_torch(argv, tmp_path):
     """`spritediff --help`, a command's --help and its argument errors are instant: no torch, numpy or PIL."""
     import subprocess

@@ -61,9 +61,12 @@ def test_the_python_api_reads_its_defaults_from_the_declaration():
     assert signature["sampler"].default == defaults.API_SAMPLE.sampler == "ddim"
     assert signature["steps"].default is defaults.API_SAMPLE.steps is None
     assert signature["context"].default is defaults.API_SAMPLE.context is None
-    assert signature["guidance"].default == defaults.API_SAMPLE.guidance == 0.5
+    # guidance None: the model's own, DEFAULT_GUIDANCE for an ordinary model (a student's is tested in test_distill)
+    assert signature["guidance"].default is defaults.API_SAMPLE.guidance is defaults.MODEL_GUIDANCE is None
     result = spritediff.sample(tiny_model(), n=1, frames=False)
     assert result.settings["sampler"] == "ddim" and result.settings["steps"] == REGISTRY["ddim"].default_steps
+    guided = spritediff.sample(tiny_model(), n=1, frames=False, context="random")
+    assert guided.settings["guidance"] == defaults.DEFAULT_GUIDANCE == 0.5
 
 
 def test_the_cli_samples_its_declared_defaults(tmp_path):
@@ -75,8 +78,9 @@ def test_the_cli_samples_its_declared_defaults(tmp_path):
     assert run(["sample", "--model", tmp_path / "m.safetensors", "--n", 2, "--no-gif", "--out", tmp_path / "o"]) == 0
     record = json.loads((tmp_path / "o" / "run.json").read_text())
     cli = defaults.CLI_SAMPLE
+    assert cli.guidance is defaults.MODEL_GUIDANCE  # the model's own: DEFAULT_GUIDANCE for an ordinary model
     assert (record["sampler"], record["steps"], record["context"], record["guidance"]) == (
-        cli.sampler, cli.steps, cli.context, cli.guidance) == ("ddpm", 50, "mix", 0.5)
+        cli.sampler, cli.steps, cli.context, defaults.DEFAULT_GUIDANCE) == ("ddpm", 50, "mix", 0.5)
 
 
 def test_eval_and_the_playground_read_their_declared_defaults():
@@ -87,7 +91,7 @@ def test_eval_and_the_playground_read_their_declared_defaults():
 
     argv = ["eval", "--data", "x.npy", "--samplers", "ddim:2", "--out", "o"]
     args = build_parser(argv).parse_args(argv)
-    assert (args.context, args.guidance) == (defaults.EVAL.context, defaults.EVAL.guidance) == (None, 0.5)
+    assert (args.context, args.guidance) == (defaults.EVAL.context, defaults.EVAL.guidance) == (None, None)
     model, config = tiny_model(), ServeConfig()
     info = model_info(model, torch.device("cpu"), config)
     assert info["defaults"]["playground_sample"] == defaults.PLAYGROUND_SAMPLE.public()

@@ -319,3 +319,37 @@ def test_a_model_without_classes_refuses_every_context_before_any_work():
 def test_the_race_says_why_ddpm_draws_other_sprites_from_the_same_noise(client):
     page = client.request("GET", "/")[2].decode()
     assert "DDPM adds fresh noise at every step" in page
+
+
+def tiny_student(model) -> spritediff.SpriteModel:
+    """A stand-in 2-call student of `model` (its weights read as v): what the race lane needs, not a good one."""
+    from spritediff.student import StudentSchedule
+
+    student = tiny_model(seed=1)
+    student.prediction_type, student.class_mix = "v", model.class_mix
+    student.student = StudentSchedule((500, 250, 0), 0.5)
+    return student
+
+
+def test_the_race_gets_a_fourth_lane_for_a_student_with_its_own_sprites(model):
+    student = tiny_student(model)
+    with run_in_thread(create_app(model, "cpu", EXACT, student=student)) as url:
+        lane_client = PlaygroundClient(url, timeout=60)
+        info = lane_client.get_json("/api/info")
+        assert info["race"]["student"] == {"lane": "student", "steps": 2, "guidance": 0.5, "name": "student"}
+        events = lane_client.race(n=2, seed=5, context="hero", guidance=1)
+        done = {event["lane"]: event for event in events if event["type"] == "done"}
+        assert sorted(done) == ["ddim", "ddpm", "dpmpp-2m", "student"] and done["student"]["nfe"] == 2
+        assert done["student"]["settings"]["guidance"] == 0.5 and done["ddim"]["settings"]["guidance"] == 1
+        assert_within_one_grey_level(lane_client.download_npy(done["student"]["id"]),
+                                     spritediff.sample(student, n=2, context="hero", seed=5, frames=False,
+                                                       precision="fp32").images)
+        assert_within_one_grey_level(lane_client.download_npy(done["ddim"]["id"]),
+                                     reference(model, "ddim", 20, 2, "hero", 5, guidance=1))
+
+
+def test_the_playground_serves_a_student_only_as_a_lane_beside_its_teacher(model):
+    with pytest.raises(spritediff.SpriteDiffError, match="race the student with --student"):
+        create_app(tiny_student(model), "cpu", EXACT)
+    with pytest.raises(spritediff.SpriteDiffError, match="not one"):
+        create_app(model, "cpu", EXACT, student=tiny_model())

@@ -76,6 +76,29 @@ def test_two_processes_sample_the_same_bytes_as_one(tiny_model_path, tmp_path):
     assert record["gif_n"] == 30 and record["n"] == 44
 
 
+def test_two_processes_sample_a_distilled_student_as_one_does(tmp_path):
+    """A student's own sampler, grid and baked guidance resolve alike on every rank: the same bytes as one process."""
+    import spritediff
+    from conftest import tiny_model
+    from spritediff.student import StudentSchedule
+
+    student = tiny_model()
+    student.prediction_type, student.class_mix = "v", (0.2, 0.2, 0.2, 0.2, 0.2)
+    student.student = StudentSchedule((500, 250, 0), 0.5)
+    spritediff.save_model(student, tmp_path / "student.safetensors")
+    args = ["sample", "--model", tmp_path / "student.safetensors", "-n", 16, "--batch-size", 8, "--precision", "fp32"]
+    from spritediff.cli import main
+
+    assert main([str(a) for a in args] + ["--out", str(tmp_path / "one")]) == 0
+    done = torchrun(args + ["--out", tmp_path / "two"])
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = np.load(tmp_path / "one" / "samples.npy"), np.load(tmp_path / "two" / "samples.npy")
+    assert one.shape == (16, 16, 16, 3) and np.array_equal(one, two)
+    record = json.loads((tmp_path / "two" / "run.json").read_text())
+    assert (record["world_size"], record["nfe"], record["student"]["calls"]) == (2, 2, 2)
+    assert record["timesteps"] == [500, 250, 0] and record["guidance"] == 0.5
+
+
 def test_a_bad_argument_is_refused_once_before_any_work(tiny_model_path, tmp_path):
     for bad in (["--steps", 0], ["--context", "villain"]):
         done = torchrun(["sample", "--model", tiny_model_path, "-n", 8, "--out", tmp_path / "out", *bad])

@@ -27,6 +27,7 @@ from .images import check_size, read_images, read_mask
 from .inversion import invert_bdia, invert_ddim, sample_bdia
 from .slerp import slerp
 
+INTERPOLATE_STEPS = 20  # interpolate's decoding (and inverting) DDIM steps by default; a student decodes on its own
 METHODS = ("ddim", "exact")  # exact: BDIA-DDIM with gamma = 1 (spritediff.latent.inversion)
 
 
@@ -115,6 +116,17 @@ def check_rgb(model: SpriteModel) -> None:
                               f"{model.net.in_channels}-channel images")
 
 
+def refuse_student(model: SpriteModel, what: str, why: str) -> None:
+    """A one-line SpriteDiffError where a latent tool cannot run a distilled student: it knows its own grid only."""
+    if model.student is not None:
+        raise SpriteDiffError(f"{what}: this model is {model.student.describe()}, which only knows its own grid's "
+                              f"jumps downwards; {why}. Use its teacher ({model.student.teacher.get('model', '?')})")
+
+
+INVERSION_ON_A_STUDENT = ("inversion needs the net's eps for jumps upwards, which a student never learnt (its eps "
+                          "at a time is the one for its next jump down)")
+
+
 def check_method(method: str) -> None:
     if method not in METHODS:
         raise SpriteDiffError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
@@ -168,6 +180,7 @@ def invert(model: SpriteModel, images, steps: int = 50, method: str = "ddim", co
     context: 'auto' (labels (N,K) if given, else none), a spec, or an (N,K) tensor; guidance 0 keeps the
     model's own ODE (w > 0 inverts the guided one). dtype: float32, or float64 to see the exact method's floor.
     """
+    refuse_student(model, "invert", INVERSION_ON_A_STUDENT)
     check_method(method)
     check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
@@ -241,22 +254,35 @@ def _ends_from_images(engine: Engine, images, contexts, guidance: float, steps: 
 
 
 def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=None, frames: int = 8, context=None,
-                steps: int = 20, method: str = "ddim", guidance: float | None = None,
+                steps: int | None = None, method: str = "ddim", guidance: float | None = None,
                 device: str | None = "cpu") -> InterpolationResult:
     """Slerp between two latents and decode each frame with DDIM (or BDIA for the exact method's pairs).
 
     seeds (A, B): the x_T of spritediff.sample(seed=A) and (seed=B), sample 0; images (a, b): two sprites,
-    inverted with `method` at `steps`. context: one spec for both ends or (C1, C2), blended linearly along the
-    path. guidance: default 0.5 (sample's) from seeds, 0 from images (so that the ends reconstruct the images).
+    inverted with `method` at `steps` (default INTERPOLATE_STEPS). context: one spec for both ends or (C1, C2),
+    blended linearly along the path. guidance: default 0.5 (sample's) from seeds, 0 from images (so that the ends
+    reconstruct the images). A distilled student interpolates from seeds only, decoding on its own grid with its
+    own guidance (the ends are then its spritediff.sample(seed=A) and (seed=B)); images would need inversion.
     """
     if (seeds is None) == (images is None):
         raise SpriteDiffError("give either --seeds A B or --images a.png b.png")
     if frames < 2:
         raise SpriteDiffError(f"--frames must be at least 2, got {frames}")
-    check_steps(steps, model.schedule.T, "--steps")
+    grid, student = None, model.student
+    if student is not None:
+        if images is not None:
+            refuse_student(model, "interpolate --images", INVERSION_ON_A_STUDENT + "; --seeds works")
+        _, _, grid, net_guidance, _ = student.resolve(student.sampler, steps, None, guidance, {})
+        steps = student.calls
+    else:
+        steps = INTERPOLATE_STEPS if steps is None else steps
+        check_steps(steps, model.schedule.T, "--steps")
     check_rgb(model)
     check_method(method)
-    guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
+    if student is not None:
+        guidance = net_guidance  # its own is in its weights: the net runs unguided
+    else:
+        guidance = (DEFAULT_GUIDANCE if seeds is not None else 0.0) if guidance is None else guidance
     guidance = check_guidance(guidance, "--guidance")
     c_a, c_b = _two_contexts(model, context)
     engine = working_engine(model, device)
@@ -276,10 +302,16 @@ def interpolate(model: SpriteModel, seeds: Sequence[int] | None = None, images=N
     recorder = FrameRecorder()
     start = time.perf_counter()
     invert_seconds = start - invert_start if images is not None else 0.0
-    x = decode(eps_fn, path, path_t1, model, steps, recorder)
+    if grid is not None:  # a student: DDIM on its own grid
+        x = SAMPLERS[student.sampler](eps_fn, path, model.schedule, timesteps=grid, callback=recorder)
+    else:
+        x = decode(eps_fn, path, path_t1, model, steps, recorder)
     seconds = time.perf_counter() - start + invert_seconds
     settings.update({"frames": frames, "steps": steps, "guidance": guidance, "context": context,
                      "device": str(device)})
+    if student is not None:
+        settings.update(guidance=student.guidance, timesteps=list(grid),
+                        student={"calls": student.calls, "guidance": student.guidance, "teacher": student.teacher})
     norms = path.flatten(1).norm(dim=1).cpu().numpy()
     return InterpolationResult(to_uint8(x), recorder.frames, recorder.timesteps, eps_fn.calls, seconds, settings,
                                alphas.numpy(), path.cpu(), norms, invert_seconds)
@@ -305,6 +337,8 @@ def edit(model: SpriteModel, image, strength: float | None = None, context=None,
     whole range 0..T, so a run from t0 takes round(steps t0 / T). Result i uses noise stream (seed, i).
     resample: RePaint's resampling with a mask, R model calls per step (default 5; 1 = plain replacement).
     """
+    refuse_student(model, "edit", "SDEdit and inpainting run DDIM from t0 = strength T on a grid of their own (and "
+                   "RePaint jumps back up), not the student's")
     seed, guidance = check_seed(seed, "--seed"), check_guidance(guidance, "--guidance")
     pixels, _ = as_images(image, model, "IMAGE")
     if len(pixels) != 1:

@@ -4,7 +4,8 @@
     GET  /api/info                         model, classes, samplers with their declared options, limits
     GET  /api/status                       running and waiting requests, batching counters
     POST /api/sample                       NDJSON stream: accepted, [queued], running, frame..., done | error
-    POST /api/race                         NDJSON stream of three lanes (ddpm, ddim, a solver), each as above
+    POST /api/race                         NDJSON stream of three lanes (ddpm, ddim, a solver), each as above;
+                                           a fourth, "student", with `serve --student`
     POST /api/edit                         JSON: one edit operation's result (reconstruct, interpolate, ...)
     GET  /api/results/{id}/{kind}          downloads made in memory: grid.png, denoise.gif, samples.npy
 
@@ -45,8 +46,8 @@ from .images import frame_url
 from .jobs import END, Busy, Job, Scheduler
 from .results import DOWNLOADS, ResultStore, download, worst_result_bytes
 from .runs import run_sample
-from .validation import (DEFAULT_SOLVER, EDIT_OPS, RACE_LANES, HTTPError, parse_edit, parse_json, parse_race,
-                         parse_sample, race_solvers)
+from .validation import (DEFAULT_SOLVER, EDIT_OPS, RACE_LANES, STUDENT_LANE, HTTPError, parse_edit, parse_json,
+                         parse_race, parse_sample, race_solvers)
 
 LOG = logging.getLogger("spritediff.serve")
 STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8"}
@@ -62,19 +63,31 @@ class Playground:
     """What the routes share: the model, its net on the device behind one ModelBatcher, the Scheduler, the
     ResultStore and the static files."""
 
-    def __init__(self, model: SpriteModel, device: torch.device, config: ServeConfig):
-        self.model, self.device, self.config = model, device, config
+    def __init__(self, model: SpriteModel, device: torch.device, config: ServeConfig,
+                 student: SpriteModel | None = None):
+        check_student_lane(model, student)
+        self.model, self.device, self.config, self.student = model, device, config, student
         self.precision = resolve_precision(config.precision, device)
-        net = Engine(model, device, fast=True).net  # prepared as spritediff.sample's default fast path (a copy)
-        self.batcher = ModelBatcher(net, device, config.batch_rows(device.type), config.batch_wait_ms / 1000,
-                                    bf16=self.precision == "bf16")
+        self.batcher = self._batcher(model)
+        self.student_batcher = None if student is None else self._batcher(student)  # its own net, its own calls
         self.store = ResultStore(config.results_keep_s, int(config.results_budget_mb * 2**20))
         worst = worst_result_bytes(config, model.net.height**2 * model.net.in_channels)
         self.scheduler = Scheduler(config.active_limit, config.queue, partial(self.store_room, worst=worst))
         folder = resources.files(__package__) / "static"
         self.page = (folder / "index.html").read_bytes()
         self.static = {name: (folder / name).read_bytes() for name in STATIC}
-        self.info = model_info(model, device, config) | {"precision": self.precision}
+        self.info = model_info(model, device, config, student) | {"precision": self.precision}
+
+    def _batcher(self, model: SpriteModel) -> ModelBatcher:
+        net = Engine(model, self.device, fast=True).net  # prepared as spritediff.sample's default fast path (a copy)
+        return ModelBatcher(net, self.device, self.config.batch_rows(self.device.type),
+                            self.config.batch_wait_ms / 1000, bf16=self.precision == "bf16")
+
+    def lane_model(self, request) -> tuple[SpriteModel, ModelBatcher]:
+        """The model and batcher a race lane (or a sample request) runs on: the student's for its lane."""
+        if request.lane == STUDENT_LANE:
+            return self.student, self.student_batcher
+        return self.model, self.batcher
 
     def store_room(self, in_flight: int, worst: int) -> str | None:
         """None if the kept results and a worst-case result of each of in_flight requests fit the store's
@@ -87,9 +100,28 @@ class Playground:
     def close(self) -> None:
         self.scheduler.cancel_all()
         self.batcher.close()
+        if self.student_batcher is not None:
+            self.student_batcher.close()
 
 
-def model_info(model: SpriteModel, device: torch.device, config: ServeConfig) -> dict:
+def check_student_lane(model: SpriteModel, student: SpriteModel | None) -> None:
+    """The playground serves an ordinary model (its panels run any sampler and guidance, which a distilled student
+    refuses); a student races beside it as a fourth lane, drawing the same sprites' kind from the same contexts."""
+    if model.student is not None:
+        raise SpriteDiffError(f"the playground's model is {model.student.describe()}, which samples only on its own "
+                              f"grid; serve its teacher and race the student with --student")
+    if student is None:
+        return
+    if not isinstance(student, SpriteModel) or student.student is None:
+        raise SpriteDiffError("--student must be a distilled student (spritediff distill); this model is not one")
+    if (student.net.height, student.net.in_channels, student.classes) != (model.net.height, model.net.in_channels,
+                                                                          model.classes):
+        raise SpriteDiffError("--student must make the served model's kind of sprites with its classes (size, "
+                              "channels and class names differ)")
+
+
+def model_info(model: SpriteModel, device: torch.device, config: ServeConfig,
+               student: SpriteModel | None = None) -> dict:
     """GET /api/info: what the page builds its controls from."""
     T = model.schedule.T
     high = min(T, config.max_steps)
@@ -102,7 +134,10 @@ def model_info(model: SpriteModel, device: torch.device, config: ServeConfig) ->
                       "class_mix": None if model.class_mix is None else list(model.class_mix)},
             "samplers": samplers, "max_steps": high, "default_guidance": DEFAULT_GUIDANCE,
             "defaults": {name: defaults.public() for name, defaults in DEFAULTS.items()},
-            "race": {"lanes": list(RACE_LANES), "solvers": race_solvers(), "default_solver": DEFAULT_SOLVER},
+            "race": {"lanes": list(RACE_LANES), "solvers": race_solvers(), "default_solver": DEFAULT_SOLVER,
+                     "student": None if student is None else {
+                         "lane": STUDENT_LANE, "steps": student.student.calls, "guidance": student.student.guidance,
+                         "name": Path(student.path).name if student.path else "student"}},
             "edit": {"ops": list(EDIT_OPS), "methods": list(METHODS)},
             "limits": config.public() | {"max_batch_rows": config.batch_rows(device.type)}}
 
@@ -114,10 +149,11 @@ def _option_info(option) -> dict:
 
 
 def create_app(model: SpriteModel, device: torch.device | str = "cpu", config: ServeConfig | None = None,
-               allowed_hosts: list[str] | None = None) -> Starlette:
+               allowed_hosts: list[str] | None = None, student: SpriteModel | None = None) -> Starlette:
     """The playground app for `model` on `device`. allowed_hosts: Host headers accepted (default: loopback
-    names only, so that a web page elsewhere cannot reach the server by DNS rebinding); ["*"] for any."""
-    playground = Playground(model, torch.device(device), config or ServeConfig())
+    names only, so that a web page elsewhere cannot reach the server by DNS rebinding); ["*"] for any.
+    student: a distilled student of the model, raced as the Race's fourth lane."""
+    playground = Playground(model, torch.device(device), config or ServeConfig(), student)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -215,12 +251,17 @@ async def sample(playground: Playground, request: Request) -> StreamingResponse:
 async def race(playground: Playground, request: Request) -> StreamingResponse:
     """Stream the race: DDPM, DDIM and a solver from the same noise, their frames interleaved, lane by name."""
     checked = parse_race(await read_json(request, playground.config.max_body_bytes), playground.model,
-                         playground.config)
-    works = [(lane.sampler, partial(run_sample, request=lane, model=playground.model, batcher=playground.batcher,
-                                    store=playground.store, interval=playground.config.frame_interval_s))
-             for lane in checked.lanes]
-    accepted = {"type": "accepted", "lanes": [{"lane": lane.sampler, "steps": lane.steps} for lane in checked.lanes]}
+                         playground.config, playground.student)
+    works = [(lane.name, lane_work(playground, lane)) for lane in checked.lanes]
+    accepted = {"type": "accepted", "lanes": [{"lane": lane.name, "steps": lane.steps} for lane in checked.lanes]}
     return stream_jobs(playground, works, accepted)
+
+
+def lane_work(playground: Playground, lane):
+    """One race lane's work, on its model's batcher (the student's for the student lane)."""
+    model, batcher = playground.lane_model(lane)
+    return partial(run_sample, request=lane, model=model, batcher=batcher, store=playground.store,
+                   interval=playground.config.frame_interval_s)
 
 
 def stream_jobs(playground: Playground, works: list, accepted: dict) -> StreamingResponse:

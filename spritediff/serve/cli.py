@@ -28,6 +28,9 @@ def add_serve_parser(sub) -> None:
                                    "Requests that arrive together share model calls (dynamic batching). Needs pip "
                                    "install 'spritediff[web]'. Sprites by ElvGames, FrootsnVeggies and kyrise.")
     add_model_argument(p)
+    p.add_argument("--student", metavar="MODEL",
+                   help="a distilled student of --model (spritediff distill): the Race gets a fourth lane, the student "
+                        "on its own grid from the same noise and context")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens it to the "
                         f"network, with no login)")
@@ -65,9 +68,10 @@ def run_serve(args) -> int:
                          batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching, max_n=args.max_n,
                          precision=args.precision)
     model, device = load_model(args.model), resolve_device(args.device)
+    student = None if args.student is None else load_model(args.student)
     listener = bind(args.host, args.port)
     hosts = None if is_loopback(args.host) else ["*"]
-    app = create_app(model, device, config, allowed_hosts=hosts)
+    app = create_app(model, device, config, allowed_hosts=hosts, student=student)
     host, port = listener.getsockname()[:2]
     shown_host = f"[{host}]" if ":" in host else host
     print(f"spritediff serve: http://{shown_host}:{port}/ ({model.path or 'default model'} on {device}; Ctrl-C "

@@ -78,10 +78,13 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
     """Sample request.n sprites on this thread with merged model calls; returns the "done" event (grid, NFE,
     seconds, the result's id for downloads). A non-finite sample is a SpriteDiffError (one line to the client)."""
     rows = request.context.rows(model, request.n, request.seed)
+    student = model.student  # a distilled student (the race's student lane): its own grid, its net unguided
     plan = SamplePlan(sampler=request.sampler, steps=request.steps, n=request.n, seed=request.seed,
                       device=torch.device("cpu"), batch_size=request.n, options=request.options,
-                      guidance=request.guidance, contexts=None if rows is None else (lambda lo, hi: rows[lo:hi]),
-                      fast=False)  # the batcher's net is prepared once for all requests (app.py)
+                      timesteps=None if student is None else student.timesteps,
+                      guidance=request.guidance if student is None else 0.0,
+                      contexts=None if rows is None else (lambda lo, hi: rows[lo:hi]),
+                      fast=False, student=student)  # the batcher's net is prepared once for all requests (app.py)
     engine = Engine(batched_model(model, batcher, job.check), plan.device, fast=False)
     keeper = FrameKeeper(min(request.n, FRAMES_N))
     streamer = FrameStreamer(job, engine, request.steps, interval, request.frames)
@@ -96,7 +99,7 @@ def run_sample(job: Job, request: SampleRequest, model: SpriteModel, batcher: Mo
     images, seconds = run.images, run.seconds
     settings = request.settings(model.classes)
     result = SampleResult(images, *keeper.kept(), run.nfe, seconds, settings)
-    result_id = store.put(result, f"{request.sampler}{request.steps}-seed{request.seed}") if store else None
+    result_id = store.put(result, f"{request.name}{request.steps}-seed{request.seed}") if store else None
     return {"type": "done", "id": result_id, "nfe": run.nfe, "seconds": round(seconds, 4),
             "images_per_second": round(request.n / max(seconds, 1e-9), 2), "settings": settings,
             "grid": grid_url(images), "sprites": [data_url(image) for image in images]}

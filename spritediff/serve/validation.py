@@ -27,6 +27,7 @@ from .images import decode_upload
 MAX_SPEC_CHARS = 500  # a context spec string
 RACE_LANES = ("ddpm", "ddim")  # the race's fixed lanes; a few-step solver joins them
 DEFAULT_SOLVER = "dpmpp-2m"
+STUDENT_LANE = "student"  # the race's fourth lane, with `serve --student`
 EDIT_OPS = ("reconstruct", "interpolate", "vary", "inpaint")
 
 
@@ -148,10 +149,16 @@ class SampleRequest:
     context: Context
     guidance: float
     frames: bool = True
+    lane: str | None = None  # the race lane's name: the sampler's, or STUDENT_LANE (then its own model and grid)
+
+    @property
+    def name(self) -> str:
+        return self.lane or self.sampler
 
     def settings(self, classes) -> dict:
         return {"sampler": self.sampler, "steps": self.steps, "n": self.n, "seed": self.seed,
-                "context": self.context.label(classes), "guidance": self.guidance, **self.options}
+                "context": self.context.label(classes), "guidance": self.guidance, **self.options,
+                **({} if self.lane is None else {"lane": self.lane})}
 
 
 SAMPLE_FIELDS = ("sampler", "steps", "options", "n", "seed", "context", "guidance", "frames")
@@ -196,9 +203,12 @@ class RaceRequest:
 RACE_FIELDS = ("n", "seed", "context", "guidance", "solver")
 
 
-def parse_race(payload: dict, model: SpriteModel, config: ServeConfig) -> RaceRequest:
+def parse_race(payload: dict, model: SpriteModel, config: ServeConfig,
+               student: SpriteModel | None = None) -> RaceRequest:
     """POST /api/race's body: n (default 4), seed, context, guidance, solver (a registered few-step sampler,
-    default dpmpp-2m). Each lane runs its sampler's default steps (ddpm T, ddim 20, solvers 10)."""
+    default dpmpp-2m). Each lane runs its sampler's default steps (ddpm T, ddim 20, solvers 10). With a distilled
+    student (`serve --student`), a fourth lane, STUDENT_LANE, runs it on its own grid from the same noise and
+    context, with the guidance in its weights (the race's guidance is the other lanes')."""
     _fields(payload, RACE_FIELDS, "race")
     solver = check_sampler(payload.get("solver", DEFAULT_SOLVER))
     if solver in RACE_LANES:
@@ -210,6 +220,10 @@ def parse_race(payload: dict, model: SpriteModel, config: ServeConfig) -> RaceRe
               "guidance": _guidance(payload.get("guidance", PLAYGROUND_RACE.guidance), config)}
     lanes = tuple(SampleRequest(name, _steps(None, name, model, config), {}, **common)
                   for name in (*RACE_LANES, solver))
+    if student is not None:
+        own = student.student
+        lanes += (SampleRequest(own.sampler, own.calls, {}, **{**common, "guidance": own.guidance},
+                                lane=STUDENT_LANE),)
     return RaceRequest(lanes)
 
 

@@ -306,7 +306,7 @@ let raceRun = null;
 const lanes = {};
 
 function buildRaceControls() {
-  const { race, limits, samplers } = state.info;
+  const { race, limits } = state.info;
   contextOptions($("r-context"), true);
   $("r-n").max = limits.max_race_n;
   for (const name of race.solvers) $("r-solver").append(el("option", { value: name, text: name }));
@@ -314,7 +314,13 @@ function buildRaceControls() {
   const defaults = state.info.defaults.playground_race;  // spritediff/defaults.py, declared once
   $("r-context").value = defaults.context || "none";
   $("r-guidance").value = defaults.guidance;
-  buildLanes([...race.lanes, race.default_solver].map((name) => ({ lane: name, steps: samplers[name].default_steps })));
+  buildLanes(raceLanes(race.default_solver));
+}
+
+function raceLanes(solver) {  // ddpm, ddim, the solver, and a distilled student with `spritediff serve --student`
+  const { race, samplers } = state.info;
+  const specs = [...race.lanes, solver].map((name) => ({ lane: name, steps: samplers[name].default_steps }));
+  return race.student ? [...specs, { lane: race.student.lane, steps: race.student.steps }] : specs;
 }
 
 function buildLanes(specs) {
@@ -343,8 +349,7 @@ async function startRace(event) {
   const context = $("r-context").value;
   const body = { n: intValue("r-n"), seed: intValue("r-seed"), guidance: numValue("r-guidance"),
                  solver: $("r-solver").value, context };
-  const steps = state.info.samplers;
-  buildLanes([...state.info.race.lanes, body.solver].map((name) => ({ lane: name, steps: steps[name].default_steps })));
+  buildLanes(raceLanes(body.solver));
   state.finished = 0;
   $("lanes").dataset.state = "running";
   $("r-start").disabled = true;

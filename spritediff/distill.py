@@ -1,0 +1,363 @@
+"""Progressive distillation (Salimans and Ho, ICLR 2022): a student that takes one step where its teacher takes
+two, round after round, until it samples in `calls` model calls (docs/design.md, "Distillation").
+
+Round r (0-based) of a run from S0 = start_steps: the teacher samples with deterministic DDIM on the trailing grid
+of S0 / 2^r steps, the student on every other point of it, S0 / 2^(r+1) steps. Round 0's teacher is the given
+model with classifier-free guidance w (Meng et al., CVPR 2023: the guided teacher is the target); each later
+round's teacher is the previous round's student (its EMA weights), whose guidance is in its weights. Each round
+starts its student from its teacher's weights, with a fresh optimizer and EMA.
+
+A training step draws x0 (with its class, dropped to no context with p = context_drop) from the training data,
+a student step i (times t = s_i > t'' = s_(i+1), the teacher's midpoint t' between them) and the noise of
+x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; the teacher's two DDIM steps t -> t' -> t'' give x_t'', and the
+student's one step lands there exactly when its x0 prediction is the target (distillation_target)
+
+    x0_target = (x_t'' - (sigma_t''/sigma_t) x_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
+
+alpha = sqrt(ab), sigma = sqrt(1 - ab). The loss is max(SNR_t, 1) |x0_student - x0_target|^2 (truncated SNR).
+The student outputs v (or x0): eps-prediction cannot give x0 at the noisiest step, where alpha_T ~ 0.08 would
+multiply its error by 12.
+
+Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
+run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+from tqdm.auto import tqdm
+
+from .checkpoint import SpriteModel, save_model, unreadable_reason
+from .data import SpriteData
+from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
+from .engine import Engine
+from .errors import SpriteDiffError
+from .models import ContextUnet
+from .outputs import write_atomically
+from .pixels import to_model_space
+from .provenance import command_line
+from .rng import keyed_generator
+from .schedule import Schedule
+from .sprites import credit_record
+from .student import StudentSchedule
+from .train import batch_indices, ema_update, log_path, machine_name, noisy, state_path
+
+STATE_KEYS = ("config", "step", "student", "ema", "optimizer", "teacher")
+
+
+def teacher_fingerprint(model: SpriteModel) -> str:
+    """sha256 of a model's weights (as float32, by sorted key), schedule and prediction type."""
+    digest = hashlib.sha256(json.dumps([model.schedule.to_config(), model.prediction_type]).encode())
+    for key, value in sorted(model.net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def round_grids(schedule: Schedule, start_steps: int, calls: int) -> list[list[int]]:
+    """The grids of the rounds' teachers and the last student: the trailing grid of start_steps, then every other
+    point of the one before, down to `calls` steps. len = rounds + 1; round r's student is grids[r + 1]."""
+    grids = [schedule.timesteps(start_steps, "trailing")]
+    while len(grids[-1]) - 1 > calls:
+        grids.append(grids[-1][::2])
+    return grids
+
+
+def ddim_jump(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM from t to s: sqrt(ab_s) x0_hat + sqrt(1 - ab_s) eps, x0_hat = (x - sqrt(1 - ab_t) eps) /
+    sqrt(ab_t). x, eps (B,C,H,W); ab_t, ab_s broadcastable to them, e.g. (B,1,1,1)."""
+    x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
+    return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
+
+
+def distillation_target(eps_fn, x_t: torch.Tensor, t: torch.Tensor, t_mid: torch.Tensor, t_next: torch.Tensor,
+                        alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0_target, x_next): the teacher's two DDIM steps t -> t_mid -> t_next from x_t, and the x0 with which one
+    DDIM step t -> t_next lands on the same x_next.
+
+    eps_fn(x (B,C,H,W), t (B,) long) -> eps; x_t (B,C,H,W); t > t_mid > t_next, each (B,) long; alphas_cumprod
+    (T+1,) on x_t's device and dtype. One step t -> t_next with x0 = x0_hat lands on
+    sqrt(ab'') x0_hat + sqrt(1 - ab'') (x_t - sqrt(ab) x0_hat) / sqrt(1 - ab); solving for x0_hat gives the target.
+    """
+    def ab(times):
+        return alphas_cumprod[times].view(-1, *[1] * (x_t.dim() - 1))
+
+    ab_t, ab_mid, ab_next = ab(t), ab(t_mid), ab(t_next)
+    x_mid = ddim_jump(x_t, eps_fn(x_t, t), ab_t, ab_mid)
+    x_next = ddim_jump(x_mid, eps_fn(x_mid, t_mid), ab_mid, ab_next)
+    ratio = ((1 - ab_next) / (1 - ab_t)).sqrt()
+    return (x_next - ratio * x_t) / (ab_next.sqrt() - ratio * ab_t.sqrt()), x_next
+
+
+def x0_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
+    """The x0 a student's output implies at x_t: v -> sqrt(ab) x_t - sqrt(1 - ab) v; x0 -> the output itself."""
+    if prediction == "v":
+        return ab.sqrt() * x_t - (1 - ab).sqrt() * out
+    return out
+
+
+def truncated_snr_weight(ab: torch.Tensor) -> torch.Tensor:
+    """max(SNR, 1) with SNR = ab / (1 - ab): Salimans and Ho's weighting of the x0 error."""
+    return (ab / (1 - ab)).clamp(min=1.0)
+
+
+class Distiller:
+    """The rounds' teacher and student, the student's EMA and optimizer, and the global step; saves and restores
+    all of them."""
+
+    def __init__(self, config: DistillConfig, teacher: SpriteModel, data: SpriteData, device: torch.device):
+        config.check(teacher.schedule.T)
+        self.config, self.teacher_model, self.data, self.device = config, teacher, data, device
+        self.schedule = teacher.schedule
+        self.grids = round_grids(self.schedule, config.start_steps, config.calls)
+        self.alphas_cumprod = self.schedule.alphas_cumprod.float().to(device)
+        self.images = data.images.to(device)
+        self.labels = None if data.labels is None else data.labels.to(device)
+        self.step = 0
+        self._set_teacher(copy.deepcopy(teacher.net).to(device))
+        self._start_round(self.teacher_net)
+
+    @property
+    def round(self) -> int:
+        """The round the next step belongs to (the last one once the run is finished)."""
+        return min(self.step // self.config.steps_per_round, self.config.rounds - 1)
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.rounds * self.config.steps_per_round
+
+    def _set_teacher(self, net: nn.Module) -> None:
+        """The round's teacher: net as saved in checkpoints, and the engine that runs a copy of it as `sample` runs
+        a model, BatchNorm folded and channels-last on the CPU (spritediff.fast: about 20 % faster a call). Round
+        0's teacher predicts what the given model does; a later round's, the previous student, what students do."""
+        self.teacher_net = net.eval()
+        for p in net.parameters():
+            p.requires_grad_(False)
+        prediction = self.teacher_model.prediction_type if self.round == 0 else self.config.prediction
+        model = SpriteModel(net, self.schedule, self.teacher_model.classes, prediction_type=prediction)
+        self.teacher_engine = Engine(model, self.device, fast=True, precision=self.config.precision)
+
+    def _start_round(self, source: nn.Module) -> None:
+        """A student with source's weights, its warmed-up EMA and a fresh Adam."""
+        self.student = copy.deepcopy(source).to(self.device).train()
+        for p in self.student.parameters():
+            p.requires_grad_(True)
+        if self.config.precision == "bf16":
+            self.student = self.student.to(memory_format=torch.channels_last)
+        self.ema = AveragedModel(self.student, multi_avg_fn=ema_update(self.config.ema, True), use_buffers=True)
+        self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
+
+    def _teacher_eps(self, context: torch.Tensor | None):
+        """Round 0: the given model, guided; later rounds: the previous student, whose guidance is in its weights."""
+        return self.teacher_engine.eps(context, self.config.guidance if self.round == 0 else 0.0)
+
+    def lr_at(self, step: int) -> float:
+        return self.config.lr * (1 - (step % self.config.steps_per_round) / self.config.steps_per_round)
+
+    def step_draws(self, step: int):
+        """Step `step`'s draws: data rows (B,), student step index (B,), noise (B,C,H,W), keep-context mask (B,)."""
+        config = self.config
+        g = keyed_generator(config.seed, step, 0)
+        _, height, width, channels = self.images.shape
+        index = torch.randint(0, len(self.grids[self.round + 1]) - 1, (config.batch,), generator=g)
+        noise = torch.randn((config.batch, channels, height, width), generator=g)
+        keep = (torch.rand(config.batch, generator=g) >= config.context_drop).float()
+        rows = batch_indices(step, config.batch, len(self.data), config.seed)
+        return rows, index, noise, keep
+
+    def train_step(self) -> float:
+        """One optimizer step; returns its loss. The step that ends a round starts the next one."""
+        config, device = self.config, self.device
+        rows, index, noise, keep = self.step_draws(self.step)
+        teacher_grid = torch.tensor(self.grids[self.round], device=device)
+        t, t_mid, t_next = (teacher_grid[2 * index.to(device) + k] for k in (0, 1, 2))
+        x0 = to_model_space(self.images[rows.to(device)])
+        context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = noisy(x0, noise.to(device), ab)
+        with torch.no_grad():
+            target, _ = distillation_target(self._teacher_eps(context), x_t, t, t_mid, t_next, self.alphas_cumprod)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step)
+        low = config.precision == "bf16"
+        student_in = x_t.contiguous(memory_format=torch.channels_last) if low else x_t
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
+            out = self.student(student_in, t.float() / self.schedule.T, context)
+        error = (x0_from_output(out.float(), x_t, ab, config.prediction) - target).pow(2).flatten(1).mean(1)
+        loss = (truncated_snr_weight(ab.flatten()) * error).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.ema.update_parameters(self.student)
+        self.step += 1
+        if self.step % config.steps_per_round == 0 and self.step < self.total_steps:
+            self._set_teacher(copy.deepcopy(self.ema.module))
+            self._start_round(self.teacher_net)
+        return float(loss.detach())
+
+    def state(self) -> dict:
+        return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
+                "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "teacher": self.teacher_net.state_dict()}
+
+    def save_state(self, path: Path) -> None:
+        write_atomically(path, lambda tmp: torch.save(self.state(), tmp))
+
+    def load_state(self, path: Path) -> None:
+        """Restore everything from a distillation checkpoint made with the same settings and teacher."""
+        state = read_state(path, self.device)
+        saved = state["config"]
+        diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
+        if diff:
+            raise SpriteDiffError(f"{path} was made with other settings or another teacher "
+                                  f"({', '.join(sorted(diff))}); resume with the same ones")
+        if state["step"] >= self.total_steps:
+            raise SpriteDiffError(f"the distillation in {path} is finished ({state['step']} of {self.total_steps} "
+                                  f"steps); nothing to resume")
+        self.step = state["step"]
+        try:
+            self.teacher_net.load_state_dict(state["teacher"])
+            self._set_teacher(self.teacher_net)
+            self._start_round(self.teacher_net)
+            self.student.load_state_dict(state["student"])
+            self.ema.load_state_dict(state["ema"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as err:
+            reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+            raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this teacher: {reason}") from None
+
+    def student_model(self, info: dict, finished_round: int | None = None) -> SpriteModel:
+        """The EMA student of the current round as a CPU SpriteModel that samples on that round's grid; or, right
+        after round finished_round ended, that round's (its EMA is now the next round's teacher)."""
+        r = self.round if finished_round is None else finished_round
+        source = self.ema.module if finished_round is None or finished_round == self.round else self.teacher_net
+        net = ContextUnet(**{k: v for k, v in self.teacher_model.net.config().items() if k != "arch"})
+        net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
+        teacher = self.teacher_model
+        schedule = StudentSchedule(tuple(self.grids[r + 1]), self.config.guidance, teacher_record(teacher, self.config),
+                                   self.config.start_steps)
+        return SpriteModel(net.eval(), self.schedule, teacher.classes, {**info, "rounds_done": self.step //
+                           self.config.steps_per_round}, prediction_type=self.config.prediction,
+                           class_mix=teacher.class_mix, student=schedule)
+
+
+def teacher_record(teacher: SpriteModel, config: DistillConfig) -> dict:
+    """What the student file says of its teacher."""
+    record = {"model": teacher.path or "default", "sha256": config.teacher_sha256,
+              "prediction_type": teacher.prediction_type}
+    for key in ("command", "date"):
+        if teacher.info.get(key):
+            record[key] = teacher.info[key]
+    return record
+
+
+def read_state(path: Path, device: torch.device | str = "cpu") -> dict:
+    """A distillation checkpoint, read without unpickling code and checked for its keys."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for empty, truncated or foreign files
+        raise SpriteDiffError(f"cannot resume from {path}: not a readable checkpoint ({unreadable_reason(err)})") \
+            from None
+    missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing or not isinstance(state["config"], dict) or isinstance(state["step"], bool) or \
+            not isinstance(state["step"], int) or state["step"] < 0:
+        raise SpriteDiffError(f"cannot resume from {path}: not a spritediff distillation checkpoint "
+                              f"(missing or bad: {', '.join(missing) or 'config or step'})")
+    return state
+
+
+def round_path(out: Path, calls: int) -> Path:
+    """Where a finished round's student is kept: OUT-calls8.safetensors."""
+    return out.with_name(f"{out.stem}-calls{calls}{out.suffix}")
+
+
+def check_data_fits(teacher: SpriteModel, data: SpriteData) -> None:
+    """The training data must be the teacher's kind of images, with one label column per teacher class."""
+    _, height, width, channels = data.images.shape
+    net = teacher.net
+    if (height, width, channels) != (net.height, net.height, net.in_channels):
+        raise SpriteDiffError(f"--data holds {height}x{width}x{channels} images; the teacher takes "
+                              f"{net.height}x{net.height}x{net.in_channels}")
+    classes = 0 if data.labels is None else data.labels.shape[1]
+    if classes != net.n_cfeat:
+        need = "no --labels" if net.n_cfeat == 0 else f"--labels with {net.n_cfeat} columns (its classes)"
+        raise SpriteDiffError(f"the teacher has {net.n_cfeat} context classes and the data {classes}; give {need}")
+
+
+def check_teacher(teacher: SpriteModel, name: str) -> None:
+    if teacher.student is not None:
+        raise SpriteDiffError(f"--teacher {name} is already {teacher.student.describe()}; distil its own teacher "
+                              f"with a smaller --calls")
+
+
+def run_distillation(config: DistillConfig, teacher: SpriteModel, data: SpriteData, out: Path, device: torch.device,
+                     ckpt_every: int = 500, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                     data_name: str = "", dtype=torch.float16) -> SpriteModel:
+    """Distil teacher into a config.calls-step student written to out, checkpointing every ckpt_every steps and at
+    each round's end; each finished round's student is also kept (round_path). An existing run at out is
+    continued (resume) or replaced (overwrite); with neither, it is a user error (checked by the caller)."""
+    check_teacher(teacher, teacher.path or "default")
+    check_data_fits(teacher, data)
+    distiller = Distiller(config, teacher, data, device)
+    if resume:
+        distiller.load_state(state_path(out))
+    if overwrite:
+        state_path(out).unlink(missing_ok=True)
+        log_path(out).unlink(missing_ok=True)
+    try:
+        return _distill_loop(distiller, out, ckpt_every, progress, data_name, dtype)
+    except BaseException:
+        if not resume and not state_path(out).exists():
+            log_path(out).unlink(missing_ok=True)  # a new run that never checkpointed leaves no half a run
+        raise
+
+
+def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bool, data_name: str,
+                  dtype) -> SpriteModel:
+    config = distiller.config
+    info = {"weights": f"EMA (decay {config.ema}, warmed up) of the last round's student",
+            "command": command_line(), "data": data_name, "config": asdict(config),
+            "machine": machine_name(distiller.device), "torch": torch.__version__,
+            **credit_record(distiller.teacher_model.info)}
+    start, first_step = time.perf_counter(), distiller.step
+    bar = tqdm(total=distiller.total_steps, initial=distiller.step, disable=not progress or None, unit="step",
+               dynamic_ncols=True)
+    with open(log_path(out), "a") as log:
+        while distiller.step < distiller.total_steps:
+            round_before, calls = distiller.round, len(distiller.grids[distiller.round + 1]) - 1
+            loss = distiller.train_step()
+            if not math.isfinite(loss):
+                kept = (f"the last good checkpoint is kept ({state_path(out)})" if state_path(out).is_file()
+                        else "no checkpoint was written")
+                raise SpriteDiffError(f"loss became {loss} at step {distiller.step}; stopped, {kept}; try a lower "
+                                      f"--lr")
+            bar.update(1)
+            bar.set_postfix(round=f"{round_before + 1}/{config.rounds}", calls=calls, loss=f"{loss:.4f}",
+                            refresh=False)
+            entry = {"step": distiller.step, "round": round_before + 1, "calls": calls, "loss": round(loss, 6),
+                     "lr": distiller.lr_at(distiller.step - 1), "seconds": round(time.perf_counter() - start, 3)}
+            log.write(json.dumps(entry, allow_nan=False) + "\n")
+            round_done = distiller.step % config.steps_per_round == 0
+            if distiller.step % ckpt_every == 0 or round_done:
+                log.flush()
+                info.update(steps_done=distiller.step, wall_seconds=round(time.perf_counter() - start, 1),
+                            steps_this_run=distiller.step - first_step,
+                            date=datetime.now(timezone.utc).strftime("%Y-%m-%d"))
+                finished = round_before if round_done else None  # the EMA of a round that just ended
+                model = distiller.student_model(info, finished)
+                if round_done and distiller.step < distiller.total_steps:
+                    save_model(model, round_path(out, calls), dtype)  # each finished round's student is kept
+                distiller.save_state(state_path(out))
+                save_model(model, out, dtype)
+    bar.close()
+    return distiller.student_model(info)

@@ -1,0 +1,123 @@
+"""`spritediff distill`: progressive distillation of a model into a few-call student (spritediff.distill).
+
+No torch at the top: the parser and --help load only what they need.
+
+Every input is checked before any work: a bad one is one line on stderr, exit code 2, and no file is written.
+Like `train`, the run keeps OUT.train.pt (resumable state, written atomically) and OUT.log.jsonl beside OUT;
+Ctrl-C keeps the last checkpoint and `--resume` continues to exactly the weights of an uninterrupted run.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .errors import SpriteDiffError
+
+
+def add_distill_parser(sub) -> None:
+    from .arguments import add_device_argument, nonnegative_float, positive_float, positive_int, seed_int
+    from .defaults import DEFAULT_GUIDANCE
+    from .distill_config import PRECISIONS, STUDENT_PREDICTIONS, DistillConfig
+
+    d = DistillConfig()
+    p = sub.add_parser("distill",
+                       description="Progressive distillation (Salimans and Ho 2022) of a teacher's guided "
+                                   "deterministic DDIM: each round trains a student to take one step where the "
+                                   "teacher (the previous round's student) takes two, from --start-steps down to "
+                                   "--calls. The student predicts v (or x0), samples every class and no context, "
+                                   "and records its grid, sampler and guidance: `spritediff sample --model OUT` "
+                                   "uses them. Writes OUT, OUT's .train.pt (resumable state) and .log.jsonl beside "
+                                   "it, and each finished round's student as OUT-callsN.safetensors.")
+    p.add_argument("--teacher", required=True, metavar="MODEL",
+                   help="the model to distil: a .safetensors or course .pth file, or 'default' (the shipped model)")
+    p.add_argument("--data", required=True,
+                   help="the teacher's training data, as for train: an (N,H,H,C) uint8 .npy or a folder of images; "
+                        "x_t is the data noised at the student's times (cheaper than sampling the teacher, and it "
+                        "is the distribution the teacher learned)")
+    p.add_argument("--labels", help="(N,K) one-hot .npy of the data's classes; needed for a teacher with classes")
+    p.add_argument("--out", required=True, help="the student's model file (.safetensors)")
+    p.add_argument("--calls", type=positive_int, default=d.calls,
+                   help=f"model calls of the final student per sample (default {d.calls})")
+    p.add_argument("--start-steps", type=positive_int, default=d.start_steps,
+                   help=f"the teacher's DDIM steps that the first round halves: --calls times a power of 2 "
+                        f"(default {d.start_steps}: with --calls 4, four rounds 64 -> 32 -> 16 -> 8 -> 4)")
+    p.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round,
+                   help=f"optimizer steps in each round (default {d.steps_per_round})")
+    p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
+    p.add_argument("--lr", type=positive_float, default=d.lr,
+                   help=f"Adam learning rate, decayed linearly to 0 within each round (default {d.lr})")
+    p.add_argument("--guidance", type=nonnegative_float,
+                   help=f"the teacher's classifier-free guidance weight that the student learns to reproduce in one "
+                        f"branch; fixed per student (default {DEFAULT_GUIDANCE}, sample's default)")
+    p.add_argument("--prediction", choices=STUDENT_PREDICTIONS, default=d.prediction,
+                   help=f"what the student net outputs (default {d.prediction}; eps cannot give x0 at the noisiest "
+                        f"step)")
+    p.add_argument("--context-drop", type=nonnegative_float, default=d.context_drop,
+                   help=f"share of rows distilled with no context, the teacher's unconditional path (default "
+                        f"{d.context_drop})")
+    p.add_argument("--ema", type=nonnegative_float, default=d.ema,
+                   help=f"EMA decay (warmed up) of each round's student (default {d.ema})")
+    p.add_argument("--seed", type=seed_int, default=d.seed, help=f"seed of data order and noise (default {d.seed})")
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
+                   help="fp32 (default, bit-reproducible) or bf16 autocast of the teacher's and student's forward "
+                        "passes")
+    add_device_argument(p)
+    p.add_argument("--ckpt-every", type=positive_int, default=500,
+                   help="checkpoint every N steps, and at each round's end (default 500)")
+    p.add_argument("--fp32", action="store_true", help="store the student in float32 (default float16)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true",
+                       help="continue from OUT's .train.pt checkpoint, with the same settings and teacher")
+    start.add_argument("--overwrite", action="store_true",
+                       help="replace an existing run at OUT (its model, .train.pt and .log.jsonl)")
+    p.set_defaults(run=run_distill, kept=what_was_kept)
+
+
+def run_distill(args) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .data import load_data
+    from .defaults import DEFAULT_GUIDANCE
+    from .distill import DistillConfig, check_data_fits, check_teacher, run_distillation, teacher_fingerprint
+    from .engine import resolve_device
+    from .outputs import model_out_path
+    from .train import check_run_files
+
+    out = model_out_path(args.out)
+    check_run_files(out, args.resume, args.overwrite)
+    device = resolve_device(args.device)
+    teacher = load_model(None if args.teacher == "default" else args.teacher)
+    check_teacher(teacher, args.teacher)
+    if teacher.net.n_cfeat == 0 and args.guidance not in (None, 0):
+        raise SpriteDiffError(f"--guidance {args.guidance:g}: the teacher has no classes, so nothing to guide")
+    guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if teacher.net.n_cfeat else 0.0
+    config = DistillConfig(calls=args.calls, start_steps=args.start_steps, steps_per_round=args.steps_per_round,
+                           batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
+                           context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision)
+    config.check(teacher.schedule.T)
+    data = load_data(args.data, args.labels, teacher.net.in_channels)
+    check_data_fits(teacher, data)
+    config.teacher_sha256 = teacher_fingerprint(teacher)
+    model = run_distillation(config, teacher, data, out, device, args.ckpt_every, args.resume, args.overwrite,
+                             progress=sys.stderr.isatty(), data_name=Path(args.data).name,
+                             dtype=torch.float32 if args.fp32 else torch.float16)
+    print(f"wrote {out}: {model.student.describe()} after {model.info['steps_done']} steps "
+          f"({model.info['wall_seconds']} s)")
+    return 0
+
+
+def what_was_kept(args) -> str:
+    """What a stopped distillation leaves: its last checkpoint (and OUT from it), or nothing."""
+    from .distill import read_state
+    from .outputs import model_out_path
+    from .train import state_path
+
+    state = state_path(model_out_path(args.out))
+    if not state.is_file():
+        return "no checkpoint was written yet, nothing is left of this run"
+    try:
+        step = read_state(state)["step"]
+    except SpriteDiffError:
+        return f"the run's last checkpoint is {state}"
+    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {args.out} from it); --resume goes on"

@@ -1,0 +1,57 @@
+"""The settings of a distillation run (spritediff.distill), torch-free so that `spritediff distill --help` and its
+argument errors load no torch."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from .defaults import DEFAULT_GUIDANCE
+from .errors import SpriteDiffError
+
+STUDENT_PREDICTIONS = ("v", "x0")  # eps is refused: it cannot give x0 at the noisiest step (module docstring)
+MAX_ROUND_STEPS = 10**8
+PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its definition
+
+
+@dataclass
+class DistillConfig:
+    """What defines a distillation run; resuming requires the same values."""
+
+    calls: int = 4  # the final student's model calls per sample
+    start_steps: int = 64  # the teacher's DDIM steps that round 0 halves: calls * 2^rounds
+    steps_per_round: int = 2000  # optimizer steps in each round
+    batch: int = 64
+    lr: float = 3e-4  # Adam; decays linearly to 0 within each round (docs/design.md 4.16: 1e-4, 3e-4 and 1e-3 tried)
+    guidance: float = DEFAULT_GUIDANCE  # the teacher's classifier-free guidance the student learns to reproduce
+    prediction: str = "v"  # what the student net outputs: v or x0
+    context_drop: float = 0.1  # the share of rows distilled with no context (the teacher's unconditional path)
+    ema: float = 0.999  # the EMA (warmed up) of each round's student, which the next round and the file take
+    seed: int = 0
+    precision: str = "fp32"  # or bf16: teacher and student forward passes under bf16 autocast
+    teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
+
+    @property
+    def rounds(self) -> int:
+        return round(math.log2(self.start_steps / self.calls))
+
+    def check(self, T: int) -> None:
+        """A SpriteDiffError naming the first setting out of range, for a teacher of T steps."""
+        for name, value in asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {value!r}")
+        if not 1 <= self.calls <= T // 2:
+            raise SpriteDiffError(f"--calls must be between 1 and {T // 2} (half the teacher's T={T}), "
+                                  f"got {self.calls}")
+        ratio = self.start_steps / self.calls
+        if self.start_steps > T or ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
+            raise SpriteDiffError(f"--start-steps must be --calls times a power of 2 (at least 2), at most T={T}: "
+                                  f"with --calls {self.calls}, one of "
+                                  f"{', '.join(str(self.calls * 2**k) for k in range(1, 12) if self.calls * 2**k <= T)}"
+                                  f"; got {self.start_steps}")
+        for name, ok in (("steps_per_round", 1 <= self.steps_per_round <= MAX_ROUND_STEPS),
+                         ("batch", 1 <= self.batch <= 100_000), ("lr", self.lr > 0), ("guidance", self.guidance >= 0),
+                         ("prediction", self.prediction in STUDENT_PREDICTIONS),
+                         ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
+                         ("seed", 0 <= self.seed < 2**63), ("precision", self.precision in PRECISIONS)):
+            if not ok:
+                raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

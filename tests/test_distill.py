@@ -1,0 +1,406 @@
+"""Progressive distillation (spritediff.distill, spritediff.student): the target checked exactly on the
+Gaussian-mixture oracle, the student's sampler with the exact teacher standing in for the student, and a tiny
+end-to-end run through the CLI (metadata, sampling on its own grid, refusals, bit-exact resume)."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import spritediff
+from conftest import one_line_error, run, small_data, tiny_model
+from oracle import GaussianMixture
+from spritediff.checkpoint import SpriteModel, load_model, save_model
+from spritediff.denoiser import eps_from_output
+from spritediff.distill import (DistillConfig, distillation_target, read_state, round_grids, round_path,
+                                truncated_snr_weight, x0_from_output)
+from spritediff.samplers import SAMPLERS
+from spritediff.engine import initial_noise, sample_generators
+from spritediff.schedule import Schedule
+from spritediff.student import StudentSchedule
+
+SCHEDULE = Schedule.course()
+TEACHER_GRID = SCHEDULE.timesteps(8, "trailing")  # [500, 438, 375, 312, 250, 188, 125, 62, 0]
+STUDENT_GRID = TEACHER_GRID[::2]  # [500, 375, 250, 125, 0]
+
+
+def noised(mixture: GaussianMixture, t: int, n: int = 64, seed: int = 0) -> torch.Tensor:
+    """(n, 1, 2, 2) float64 x_t of the mixture's data at time t."""
+    g = torch.Generator().manual_seed(seed)
+    x0, _ = mixture.sample(n, g)
+    ab = SCHEDULE.alpha_bar(t)
+    return math.sqrt(ab) * x0 + math.sqrt(1 - ab) * torch.randn(x0.shape, generator=g, dtype=torch.float64)
+
+
+def states_at(eps_fn, x_t: torch.Tensor, grid: list[int]) -> dict[int, torch.Tensor]:
+    """x at every time of grid (ending at 0) along spritediff's own DDIM sampler from x_t at grid[0]."""
+    seen = {}
+    final = SAMPLERS["ddim"](eps_fn, x_t, SCHEDULE, timesteps=grid,
+                             callback=lambda info: seen.setdefault(info.t, info.x_t))
+    return {**seen, 0: final}
+
+
+def full(t: int, n: int) -> torch.Tensor:
+    return torch.full((n,), t, dtype=torch.long)
+
+
+@pytest.mark.parametrize("step", range(len(STUDENT_GRID) - 1))
+def test_one_student_step_towards_the_target_lands_where_two_teacher_steps_land(step):
+    """With the exact oracle eps as teacher, the x0 target turned back into a DDIM step t -> t'' (by the
+    samplers' own DDIM) reaches the teacher's x_t'' after t -> t' -> t'' to float64 precision."""
+    mixture = GaussianMixture.small()
+    eps = mixture.eps_fn(SCHEDULE)
+    t, t_mid, t_next = TEACHER_GRID[2 * step:2 * step + 3]
+    x_t = noised(mixture, t, seed=step)
+    n = len(x_t)
+    target, x_next = distillation_target(eps, x_t, full(t, n), full(t_mid, n), full(t_next, n),
+                                         SCHEDULE.alphas_cumprod)
+    teacher = states_at(eps, x_t, TEACHER_GRID[2 * step:])
+    assert torch.allclose(x_next, teacher[t_next], rtol=0, atol=1e-12)
+
+    def student_eps(x, times):  # the step from t predicts x0 = target; the rest of the way is the oracle's
+        if int(times[0]) != t:
+            return eps(x, times)
+        ab = SCHEDULE.alpha_bar(t)
+        return (x - math.sqrt(ab) * target) / math.sqrt(1 - ab)
+
+    student = states_at(student_eps, x_t, [t, *TEACHER_GRID[2 * step + 2:]])
+    assert torch.allclose(student[t_next], teacher[t_next], rtol=0, atol=1e-12)
+    assert torch.allclose(student[0], teacher[0], rtol=0, atol=1e-11)
+    if t_next == 0:  # the last step's target is the teacher's own result
+        assert torch.allclose(target, teacher[0], rtol=0, atol=1e-12)
+
+
+def test_target_is_batched_per_sample():
+    """One call with a different student step per row gives each row's own target."""
+    mixture = GaussianMixture.small()
+    eps = mixture.eps_fn(SCHEDULE)
+    steps = torch.tensor([0, 1, 2, 3, 3, 1])
+    grid = torch.tensor(TEACHER_GRID)
+    t, t_mid, t_next = (grid[2 * steps + k] for k in range(3))
+    x_t = torch.cat([noised(mixture, int(time), n=1, seed=i) for i, time in enumerate(t)])
+    together, _ = distillation_target(eps, x_t, t, t_mid, t_next, SCHEDULE.alphas_cumprod)
+    for row in range(len(steps)):
+        alone, _ = distillation_target(eps, x_t[row:row + 1], t[row:row + 1], t_mid[row:row + 1],
+                                       t_next[row:row + 1], SCHEDULE.alphas_cumprod)
+        assert torch.allclose(together[row:row + 1], alone, rtol=0, atol=1e-14)
+
+
+def test_v_output_and_truncated_snr_weight():
+    ab = torch.tensor([0.99, 0.5, 0.01], dtype=torch.float64).view(-1, 1, 1, 1)
+    x0, noise = torch.randn(3, 1, 2, 2, dtype=torch.float64), torch.randn(3, 1, 2, 2, dtype=torch.float64)
+    x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+    v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
+    assert torch.allclose(x0_from_output(v, x_t, ab, "v"), x0, atol=1e-14)
+    assert torch.equal(x0_from_output(x0, x_t, ab, "x0"), x0)
+    assert torch.allclose(truncated_snr_weight(ab.flatten()), torch.tensor([99.0, 1.0, 1.0], dtype=torch.float64))
+
+
+def test_round_grids_halve_down_to_the_calls():
+    grids = round_grids(SCHEDULE, 64, 4)
+    assert [len(g) - 1 for g in grids] == [64, 32, 16, 8, 4] and DistillConfig(calls=4, start_steps=64).rounds == 4
+    assert grids[-1] == [500, 375, 250, 125, 0] and all(g[::2] == h for g, h in zip(grids, grids[1:]))
+
+
+class OracleStudent(nn.Module):
+    """A stand-in for a perfect v student of the oracle: at each point of the student grid it outputs the v of the
+    exact distillation target (two exact teacher DDIM steps). Computes in float64; sample() casts to float32."""
+
+    def __init__(self, mixture: GaussianMixture):
+        super().__init__()
+        self.mixture, self.in_channels, self.height, self.n_cfeat = mixture, 1, 2, 0
+
+    def v(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        index = torch.tensor([STUDENT_GRID.index(int(time)) for time in t])
+        grid = torch.tensor(TEACHER_GRID)
+        target, _ = distillation_target(self.mixture.eps_fn(SCHEDULE), x, grid[2 * index], grid[2 * index + 1],
+                                        grid[2 * index + 2], SCHEDULE.alphas_cumprod)
+        ab = SCHEDULE.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return (ab.sqrt() * x - target) / (1 - ab).sqrt()  # x0 = sqrt(ab) x - sqrt(1 - ab) v
+
+    def forward(self, x, time, c=None):
+        t = torch.round(time.double() * SCHEDULE.T).long().reshape(-1)
+        return self.v(x.double(), t).to(x.dtype)
+
+
+def test_student_sampler_with_the_exact_teacher_as_student_gives_the_teachers_ddim():
+    """The student's own sampler (its StudentSchedule's sampler on its grid, v output converted as the Denoiser
+    does) with the exact two-step teacher as the student reproduces the teacher's DDIM on the doubled grid."""
+    mixture = GaussianMixture.small()
+    student = OracleStudent(mixture)
+    x_T = torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    schedule = StudentSchedule(tuple(STUDENT_GRID), 0.0)
+    sampler, steps, grid, guidance, options = schedule.resolve("ddim", None, None, None, {})
+    assert (sampler, steps, grid, guidance, options) == ("ddim", None, STUDENT_GRID, 0.0, {})
+
+    def eps_fn(x, t):
+        return eps_from_output(student.v(x, t), x, SCHEDULE.alphas_cumprod[t].view(-1, 1, 1, 1), "v")
+
+    ours = SAMPLERS[sampler](eps_fn, x_T, SCHEDULE, timesteps=grid, **options)
+    teacher = SAMPLERS["ddim"](mixture.eps_fn(SCHEDULE), x_T, SCHEDULE, timesteps=TEACHER_GRID)
+    assert torch.allclose(ours, teacher, rtol=0, atol=1e-10)
+    assert (ours - mixture.ode_solution(x_T, SCHEDULE.alpha_bar(500))).abs().max() > 1e-3  # 8 DDIM steps, not the ODE
+
+
+def test_sample_runs_a_student_model_on_its_own_grid_in_float32():
+    """spritediff.sample on a SpriteModel holding the oracle student: its grid by default, one call a step, the
+    teacher's DDIM result to float32 precision."""
+    mixture = GaussianMixture.small()
+    model = SpriteModel(OracleStudent(mixture), SCHEDULE, (), prediction_type="v",
+                        student=StudentSchedule(tuple(STUDENT_GRID), 0.0))
+    finals = []
+    result = spritediff.sample(model, n=16, seed=3, fast=False, precision="fp32", frames=False,
+                               callback=lambda info, first: finals.append(info.x0_hat))
+    assert result.nfe == 4 and result.settings["timesteps"] == STUDENT_GRID
+    x_T = initial_noise(sample_generators(3, 16), (1, 2, 2)).double()
+    teacher = SAMPLERS["ddim"](mixture.eps_fn(SCHEDULE), x_T, SCHEDULE, timesteps=TEACHER_GRID)
+    assert torch.allclose(finals[-1].double(), teacher, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"steps": 20}, ("steps 20", "4-call distilled student", "500, 375, 250, 125, 0")),
+    ({"sampler": "ddpm"}, ("sampler 'ddpm'", "own sampler")),
+    ({"timesteps": [500, 250, 0]}, ("timesteps",)),
+    ({"eta": 1.0}, ("option eta",)),
+    ({"guidance": 2.0}, ("guidance 2.0", "guidance 0.5 in its weights")),
+])
+def test_sample_refuses_what_a_student_was_not_trained_for(kwargs, words):
+    model = SpriteModel(OracleStudent(GaussianMixture.small()), SCHEDULE, (), prediction_type="v",
+                        student=StudentSchedule(tuple(STUDENT_GRID), 0.5))
+    with pytest.raises(spritediff.SpriteDiffError) as info:
+        spritediff.sample(model, n=2, **kwargs)
+    assert all(word in str(info.value) for word in words), str(info.value)
+
+
+# --- end to end through the CLI: a random n_feat 8 teacher, 24 random sprites, 2 rounds of 3 steps ---
+
+def distill_args(folder, out_name="student.safetensors", *extra):
+    return ["distill", "--teacher", folder / "teacher.safetensors", "--data", folder / "x.npy", "--labels",
+            folder / "y.npy", "--out", folder / out_name, "--calls", 2, "--start-steps", 8, "--steps-per-round", 3,
+            "--batch", 6, "--ckpt-every", 2, *extra]
+
+
+@pytest.fixture(scope="module")
+def teacher_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("distill")
+    small_data(folder)
+    teacher = tiny_model()
+    teacher.class_mix = (0.2, 0.2, 0.2, 0.2, 0.2)
+    save_model(teacher, folder / "teacher.safetensors")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished(teacher_folder):
+    assert run(distill_args(teacher_folder)) == 0
+    return teacher_folder / "student.safetensors"
+
+
+def test_student_file_records_its_schedule_and_teacher(finished, teacher_folder):
+    student = load_model(finished)
+    assert student.prediction_type == "v" and student.student.calls == 2
+    assert student.student.to_config() == {
+        "sampler": "ddim", "timesteps": [500, 250, 0], "calls": 2, "guidance": 0.5, "start_steps": 8,
+        "teacher": {"model": str(teacher_folder / "teacher.safetensors"),
+                    "sha256": student.info["config"]["teacher_sha256"], "prediction_type": "eps"}}
+    assert student.class_mix == (0.2, 0.2, 0.2, 0.2, 0.2) and student.info["rounds_done"] == 2
+    halfway = load_model(round_path(finished, 4))  # round 1's student, kept
+    assert halfway.student.timesteps == (500, 375, 250, 125, 0) and halfway.info["rounds_done"] == 1
+    lines = [json.loads(line) for line in (teacher_folder / "student.log.jsonl").read_text().splitlines()]
+    assert [(e["step"], e["round"], e["calls"]) for e in lines] == [(1, 1, 4), (2, 1, 4), (3, 1, 4), (4, 2, 2),
+                                                                  (5, 2, 2), (6, 2, 2)]
+
+
+def test_sample_cli_uses_the_students_grid_and_refuses_other_steps(finished, tmp_path, capsys):
+    assert run(["sample", "--model", finished, "--n", 3, "--out", tmp_path / "s", "--precision", "fp32"]) == 0
+    record = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert (record["sampler"], record["steps"], record["nfe"], record["timesteps"]) == ("ddim", 2, 2, [500, 250, 0])
+    assert record["context"] == "mix" and record["guidance"] == 0.5 and record["student"]["calls"] == 2
+    capsys.readouterr()
+    assert run(["sample", "--model", finished, "--n", 3, "--out", tmp_path / "t", "--steps", 20]) == 2
+    one_line_error(capsys, "steps 20", "2-call distilled student")
+    assert not (tmp_path / "t").exists()
+    api = spritediff.sample(load_model(finished), n=3, context="mix", precision="fp32", frames=False)
+    assert np.array_equal(api.images, np.load(tmp_path / "s" / "samples.npy"))
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--eta", "0.5"], ("option eta", "2-call distilled student")),  # checked against the student's ddim, not ddpm
+    (["--sampler", "ddpm"], ("sampler 'ddpm'", "own sampler")),
+    (["--sampler", "ddim:4"], ("steps 4",)),
+    (["--guidance", "2"], ("guidance 2.0", "guidance 0.5 in its weights")),
+])
+def test_sample_cli_refuses_a_students_other_settings_in_one_line(finished, tmp_path, capsys, extra, words):
+    assert run(["sample", "--model", finished, "-n", 2, "--out", tmp_path / "o", *extra]) == 2
+    message = one_line_error(capsys, *words)
+    assert "takes no option" not in message and not (tmp_path / "o").exists()
+
+
+def test_sample_cli_takes_a_students_own_settings_given_explicitly(finished, tmp_path):
+    assert run(["sample", "--model", finished, "-n", 2, "--no-gif", "--out", tmp_path / "o", "--steps", 2,
+                "--guidance", 0.5, "--eta", 0, "--sampler", "ddim", "--precision", "fp32"]) == 0
+    record = json.loads((tmp_path / "o" / "run.json").read_text())
+    assert (record["steps"], record["guidance"], record["student"]["guidance"]) == (2, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("stop, kept", [(3, 3), (5, 4)])
+def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, teacher_folder, monkeypatch,
+                                                                       capsys, stop, kept):
+    """Stopped right after round 1's end (checkpoint 3, written once round 2 has started), or inside round 2
+    (checkpoint 4; step 5 is lost and done again)."""
+    from spritediff.distill import Distiller
+
+    original = Distiller.train_step
+
+    def interrupted(self):
+        if self.step == stop:
+            raise KeyboardInterrupt
+        return original(self)
+
+    name = f"cut{stop}.safetensors"
+    monkeypatch.setattr(Distiller, "train_step", interrupted)
+    assert run(distill_args(teacher_folder, name)) == 130
+    assert f"kept as of its last checkpoint, step {kept}" in capsys.readouterr().err
+    monkeypatch.setattr(Distiller, "train_step", original)
+    assert run(distill_args(teacher_folder, name, "--resume")) == 0
+    whole, cut = read_state(teacher_folder / "student.train.pt"), read_state(teacher_folder / f"cut{stop}.train.pt")
+    assert whole["step"] == cut["step"] == 6
+    for key in ("student", "ema", "teacher"):
+        assert whole[key].keys() == cut[key].keys()
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+    a, b = load_model(finished), load_model(teacher_folder / name)
+    assert all(torch.equal(a.net.state_dict()[k], b.net.state_dict()[k]) for k in a.net.state_dict())
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--start-steps", 12], ("--start-steps", "8, 16, 32")),
+    (["--calls", 300], ("--calls",)),
+    (["--guidance", "nan"], ("--guidance",)),
+    (["--resume"], ("--resume: no training checkpoint",)),
+    (["--teacher", "missing.safetensors"], ("model file not found: missing.safetensors",)),
+    (["--prediction", "eps"], ("--prediction", "invalid choice")),
+])
+def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
+    args = distill_args(teacher_folder, "unused.safetensors", *extra)
+    args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
+    assert run(args) == 2
+    one_line_error(capsys, *words)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_distill_refuses_missing_labels_a_student_teacher_and_an_existing_run(finished, teacher_folder, tmp_path,
+                                                                              capsys):
+    args = distill_args(teacher_folder, "unused.safetensors")
+    args[args.index("--out") + 1] = tmp_path / "new.safetensors"
+    no_labels = args[:args.index("--labels")] + args[args.index("--labels") + 2:]
+    assert run(no_labels) == 2
+    one_line_error(capsys, "5 context classes", "--labels with 5 columns")
+    student_teacher = list(args)
+    student_teacher[student_teacher.index("--teacher") + 1] = finished
+    assert run(student_teacher) == 2
+    one_line_error(capsys, "already a 2-call distilled student")
+    assert list(tmp_path.iterdir()) == []
+    assert run(distill_args(teacher_folder)) == 2
+    one_line_error(capsys, "already holds a run", "--resume", "--overwrite")
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"sampler": "ddpm"}, ("student.sampler must be 'ddim'",)),
+    ({"timesteps": [500, 600, 0]}, ("student.timesteps must be strictly decreasing",)),
+    ({"timesteps": [500, 250, 1]}, ("student.timesteps must end at 0",)),
+    ({"guidance": -1}, ("student.guidance must be a finite number >= 0",)),
+    ({"teacher": "x"}, ("student.teacher must be an object",)),
+])
+def test_a_damaged_student_section_is_a_one_line_error(finished, tmp_path, change, words):
+    from safetensors.torch import load_file, safe_open, save_file
+
+    with safe_open(str(finished), framework="pt") as f:
+        config = json.loads(f.metadata()["spritediff"])
+    config["student"].update(change)
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(load_file(str(finished)), str(damaged), metadata={"spritediff": json.dumps(config)})
+    with pytest.raises(spritediff.SpriteDiffError) as info:
+        spritediff.load(damaged)
+    assert all(word in str(info.value) for word in words) and "\n" not in str(info.value), str(info.value)
+
+
+def test_distill_guidance_default_is_the_one_declaration():
+    """distill's default --guidance is sample's, read from spritediff.defaults (distill_config and distill_cli import
+    no torch at the top: tests/test_cli_layout.py checks them with the other light modules and distill --help)."""
+    from spritediff.cli import build_parser
+    from spritediff.defaults import DEFAULT_GUIDANCE
+
+    assert DistillConfig().guidance == DEFAULT_GUIDANCE
+    argv = ["distill", "--teacher", "t", "--data", "d", "--out", "o"]
+    assert build_parser(argv).parse_args(argv).guidance is None  # None: the teacher's classes decide (run_distill)
+
+
+# --- the latent tools on a student: interpolate from seeds decodes on its grid; inversion and edits are refused ---
+
+def test_interpolate_from_seeds_decodes_on_the_students_grid_and_its_ends_are_its_samples(finished):
+    student = load_model(finished)
+    result = spritediff.interpolate(student, seeds=(3, 4), frames=3, context="hero")
+    assert result.nfe == 2 and result.settings["steps"] == 2 and result.settings["timesteps"] == [500, 250, 0]
+    assert result.settings["guidance"] == 0.5 and result.settings["student"]["calls"] == 2
+    for end, seed in ((0, 3), (2, 4)):
+        alone = spritediff.sample(student, n=1, seed=seed, context="hero", precision="fp32", frames=False)
+        assert np.abs(result.images[end].astype(int) - alone.images[0].astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("call, words", [
+    (lambda m, img: spritediff.invert(m, img), ("invert:", "2-call distilled student", "upwards")),
+    (lambda m, img: spritediff.interpolate(m, images=np.stack([img, img])), ("interpolate --images", "--seeds")),
+    (lambda m, img: spritediff.edit(m, img, strength=0.5), ("edit:", "SDEdit")),
+    (lambda m, img: spritediff.interpolate(m, seeds=(1, 2), steps=4), ("steps 4", "2-call")),
+    (lambda m, img: spritediff.interpolate(m, seeds=(1, 2), guidance=1.0), ("guidance 1.0",)),
+])
+def test_the_latent_tools_refuse_what_a_student_cannot_do_in_one_line(finished, call, words):
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(spritediff.SpriteDiffError) as info:
+        call(load_model(finished), image)
+    assert all(word in str(info.value) for word in words) and "\n" not in str(info.value), str(info.value)
+
+
+def test_invert_cli_on_a_student_is_one_line_and_writes_nothing(finished, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.zeros((2, 16, 16, 3), np.uint8))
+    assert run(["invert", tmp_path / "x.npy", "--model", finished, "--out", tmp_path / "o"]) == 2
+    one_line_error(capsys, "invert:", "distilled student")
+    assert not (tmp_path / "o").exists()
+    assert run(["interpolate", "--seeds", 1, 2, "--frames", 2, "--model", finished, "--out", tmp_path / "i"]) == 0
+    assert json.loads((tmp_path / "i" / "run.json").read_text())["steps"] == 2
+
+
+# --- eval and bench on a student: its own sampler by default ('student'), others refused before any work ---
+
+def test_eval_on_a_student_defaults_to_its_own_sampler(finished, tmp_path):
+    rng = np.random.default_rng(0)
+    real = np.zeros((16, 16, 16, 3), np.uint8)
+    real[:, 3:13, 4:12] = rng.integers(0, 256, (16, 10, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "real.npy", real)
+    assert run(["eval", "--model", finished, "--data", tmp_path / "real.npy", "--n", 6, "--no-two-sample",
+                "--context", "mix", "--precision", "fp32", "--out", tmp_path / "e"]) == 0
+    record = json.loads((tmp_path / "e" / "eval.json").read_text())
+    assert [(r["spec"], r["nfe"]) for r in record["results"]] == [("ddim:2", 2)]
+    assert record["guidance"] == 0.5 and record["student"]["timesteps"] == [500, 250, 0]
+    assert record["noise"]["two_seeds"]["spec"] == "ddim:2"
+
+
+@pytest.mark.parametrize("command", ["eval", "bench"])
+def test_eval_and_bench_refuse_a_students_other_specs_in_one_line(finished, tmp_path, capsys, command):
+    extra = ["--data", tmp_path / "none.npy", "--out", tmp_path / "e"] if command == "eval" else []
+    assert run([command, "--model", finished, "--samplers", "student,ddim:20", *extra]) == 2
+    one_line_error(capsys, "steps 20", "2-call distilled student")
+    assert not (tmp_path / "e").exists()
+
+
+def test_bench_on_a_student_times_its_own_sampler(finished):
+    from spritediff.bench import bench
+
+    report = bench(load_model(finished), n=2, repeat=1, precisions=("fp32",))
+    assert [(row.spec.name, row.spec.steps, row.nfe) for row in report.rows] == [("ddim", 2, 2)]
+    with pytest.raises(spritediff.SpriteDiffError, match="not a student"):
+        bench(tiny_model(), "student", n=2, repeat=1)
