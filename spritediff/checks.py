@@ -207,24 +207,31 @@ def check_prediction_type(value, where: str = "prediction_type") -> str:
 
 
 def check_timesteps(timesteps, T: int) -> list[int]:
+    """At the edge: timestep_grid, its ValueError as the one-line SpriteDiffError."""
+    with user_errors():
+        return timestep_grid(timesteps, T)
+
+
+def timestep_grid(timesteps, T: int) -> list[int]:
     """timesteps as a list of Python ints if it is a grid: at least 2 strictly decreasing integers (a list, tuple,
-    1-D array or tensor), the first <= T, the last 0. Else a one-line SpriteDiffError."""
+    1-D array or tensor), the first <= T, the last 0. Else a ValueError (the numerics' check; check_timesteps is
+    the edge's)."""
     if isinstance(timesteps, (str, bytes)) or getattr(timesteps, "ndim", 1) != 1:
-        raise SpriteDiffError(f"timesteps must be a list of integers, got {shown(timesteps)}")
+        raise ValueError(f"timesteps must be a list of integers, got {shown(timesteps)}")
     try:
         points = list(timesteps)
     except TypeError:
-        raise SpriteDiffError(f"timesteps must be a list of integers, got {shown(timesteps)}") from None
+        raise ValueError(f"timesteps must be a list of integers, got {shown(timesteps)}") from None
     if len(points) < 2:
-        raise SpriteDiffError(f"timesteps needs at least 2 points (a start <= T={T} down to 0), got {len(points)}")
+        raise ValueError(f"timesteps needs at least 2 points (a start <= T={T} down to 0), got {len(points)}")
     ts = [_grid_point(value, i) for i, value in enumerate(points)]
     if ts[0] > T:
-        raise SpriteDiffError(f"timesteps must start at most at T={T}, got {ts[0]}")
+        raise ValueError(f"timesteps must start at most at T={T}, got {ts[0]}")
     if ts[-1] != 0:
-        raise SpriteDiffError(f"timesteps must end at 0, got {ts[-1]}")
+        raise ValueError(f"timesteps must end at 0, got {ts[-1]}")
     for i in range(1, len(ts)):
         if ts[i] >= ts[i - 1]:
-            raise SpriteDiffError(f"timesteps must be strictly decreasing, got {ts[i - 1]} then {ts[i]} "
+            raise ValueError(f"timesteps must be strictly decreasing, got {ts[i - 1]} then {ts[i]} "
                                   f"at index {i}")
     return ts
 
@@ -233,7 +240,7 @@ def _grid_point(value, index: int) -> int:
     """timesteps[index] as a Python int (a bool or a float is refused)."""
     number = _as_kind(value, int)
     if number is None:
-        raise SpriteDiffError(f"timesteps[{index}] must be an integer, got {shown(value)}")
+        raise ValueError(f"timesteps[{index}] must be an integer, got {shown(value)}")
     return number
 
 

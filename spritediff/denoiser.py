@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import SpriteDiffError
 from .checks import PREDICTION_TYPES, check_prediction_type, shown
 from .schedule import Schedule
 
@@ -26,7 +25,7 @@ def eps_from_output(out: torch.Tensor, x: torch.Tensor, ab: torch.Tensor, predic
         return torch.where(ab < 1, eps, torch.zeros_like(eps))
     if prediction_type == "v":
         return ab.sqrt() * out + (1 - ab).sqrt() * x
-    raise SpriteDiffError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {shown(prediction_type)}")
+    raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {shown(prediction_type)}")
 
 
 class Denoiser:

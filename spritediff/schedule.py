@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from .checks import SPACINGS
-from .errors import SpriteDiffError
 
 
 
@@ -35,7 +34,7 @@ class Schedule:
     def course(cls, T: int = 500, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
         """The course's linear schedule: b = linspace(beta_start, beta_end, T+1), ab_0 := 1."""
         if T < 1:
-            raise SpriteDiffError(f"schedule needs T >= 1, got {T}")
+            raise ValueError(f"schedule needs T >= 1, got {T}")
         betas = torch.linspace(beta_start, beta_end, T + 1, dtype=torch.float64)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         alphas_cumprod[0] = 1.0
@@ -44,7 +43,7 @@ class Schedule:
     @classmethod
     def from_config(cls, config: dict) -> "Schedule":
         if config.get("kind", "linear") != "linear":
-            raise SpriteDiffError(f"unknown schedule kind {config.get('kind')!r}")
+            raise ValueError(f"unknown schedule kind {config.get('kind')!r}")
         return cls.course(int(config["T"]), float(config["beta_start"]), float(config["beta_end"]))
 
     def to_config(self) -> dict:
@@ -85,7 +84,7 @@ class Schedule:
         then 0 (k-diffusion's grid for Euler and Heun).
         """
         if not 1 <= steps <= self.T:
-            raise SpriteDiffError(f"steps must be between 1 and T={self.T}, got {steps}")
+            raise ValueError(f"steps must be between 1 and T={self.T}, got {steps}")
         T = self.T
         k = np.arange(steps + 1, dtype=np.float64)
         if spacing == "trailing":
@@ -101,7 +100,7 @@ class Schedule:
         elif spacing == "karras":
             grid = np.append(self._karras_grid(steps), 0.0)
         else:
-            raise SpriteDiffError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
+            raise ValueError(f"unknown spacing {spacing!r}; choose from {', '.join(SPACINGS)}")
         return _strictly_decreasing(np.floor(grid + 0.5).astype(np.int64), T)
 
     def _logsnr_grid(self, steps: int) -> np.ndarray:

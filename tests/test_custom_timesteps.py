@@ -80,10 +80,15 @@ def test_a_grid_of_two_points_is_one_ddim_step_to_x0_hat():
     (torch.tensor(5), "must be a list of integers"),
 ])
 def test_bad_grids_are_refused_in_one_line(grid, words):
+    """The samplers (numerics) raise ValueError; the edge's check_timesteps says the same as a one-line user error."""
     for sampler in ("ddim", "dpmpp-2m"):
-        with pytest.raises(SpriteDiffError) as info:
+        with pytest.raises(ValueError) as info:
             run(sampler, timesteps=grid)
         assert words in str(info.value) and "\n" not in str(info.value)
+        assert not isinstance(info.value, SpriteDiffError)
+    with pytest.raises(SpriteDiffError) as info:
+        check_timesteps(grid, 500)
+    assert words in str(info.value) and "\n" not in str(info.value)
 
 
 def test_a_checked_grid_is_plain_python_ints():

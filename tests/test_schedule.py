@@ -44,14 +44,17 @@ def test_spacings_differ_as_documented():
 
 
 @pytest.mark.parametrize("steps", [0, -3, 501])
-def test_bad_step_counts_are_user_errors(steps):
-    with pytest.raises(SpriteDiffError, match="steps"):
+def test_bad_step_counts_are_value_errors_in_the_numerics(steps):
+    """The numerics raise ValueError; the edge (sample, the CLI) checks first and says it in one line."""
+    with pytest.raises(ValueError, match="steps must be between 1 and T=500") as info:
         SCHED.timesteps(steps)
+    assert not isinstance(info.value, SpriteDiffError)
 
 
 def test_unknown_spacing():
-    with pytest.raises(SpriteDiffError, match="spacing"):
+    with pytest.raises(ValueError, match="unknown spacing 'cubic'") as info:
         SCHED.timesteps(10, "cubic")
+    assert not isinstance(info.value, SpriteDiffError)
 
 
 def test_sigmas_increase_from_zero():

@@ -7,7 +7,7 @@ from typing import Callable, Sequence, Union
 
 import torch
 
-from ..checks import check_timesteps
+from ..checks import timestep_grid
 from ..schedule import Schedule
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,8 +52,8 @@ def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.
 def sampler_grid(schedule: Schedule, steps: int, spacing: str,
                  timesteps: Sequence[int] | None = None) -> list[int]:
     """The times a sampler visits, decreasing to 0: the built-in schedule.timesteps(steps, spacing), or the
-    caller's own grid `timesteps` (checked by check_timesteps; steps and spacing are then unused, and the sampler
+    caller's own grid `timesteps` (checked by checks.timestep_grid; steps and spacing are then unused, and the sampler
     takes len(timesteps) - 1 steps), as diffusers' and k-diffusion's samplers accept one."""
     if timesteps is None:
         return schedule.timesteps(steps, spacing)
-    return check_timesteps(timesteps, schedule.T)
+    return timestep_grid(timesteps, schedule.T)
