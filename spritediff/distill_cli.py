@@ -110,14 +110,6 @@ def run_distill(args) -> int:
 def what_was_kept(args) -> str:
     """What a stopped distillation leaves: its last checkpoint (and OUT from it), or nothing."""
     from .distill import read_state
-    from .outputs import model_out_path
-    from .train import state_path
+    from .train_cli import checkpoint_kept
 
-    state = state_path(model_out_path(args.out))
-    if not state.is_file():
-        return "no checkpoint was written yet, nothing is left of this run"
-    try:
-        step = read_state(state)["step"]
-    except SpriteDiffError:
-        return f"the run's last checkpoint is {state}"
-    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {args.out} from it); --resume goes on"
+    return checkpoint_kept(args.out, read_state)
