@@ -46,6 +46,16 @@ def small_data(folder: Path, n: int = 24, size: int = 16, classes: int = 5) -> t
     return folder / "x.npy", folder / "y.npy"
 
 
+def fake_sprite_images(n: int, seed: int):
+    """(n, 16, 16, 3) uint8 random 10x8 blocks on a black background: a stand-in for sprites (compared, not judged)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, 16, 16, 3), dtype=np.uint8)
+    images[:, 3:13, 4:12] = rng.integers(0, 256, (n, 10, 8, 3), dtype=np.uint8)
+    return images
+
+
 def tiny_model(seed: int = 0, n_feat: int = 8) -> SpriteModel:
     """A random ContextUnet small enough that 500 sampler steps take well under a second per sample."""
     torch.manual_seed(seed)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run
+from conftest import fake_sprite_images, run
 
 from spritediff.evaluate import real_halves
 
@@ -13,9 +13,7 @@ from spritediff.evaluate import real_halves
 @pytest.fixture(scope="module")
 def fake_sprites(tmp_path_factory):
     """64 random 16x16 sprites on a black background, plus their mirror images (128 rows)."""
-    rng = np.random.default_rng(0)
-    images = np.zeros((64, 16, 16, 3), dtype=np.uint8)
-    images[:, 3:13, 4:12] = rng.integers(0, 256, (64, 10, 8, 3), dtype=np.uint8)
+    images = fake_sprite_images(64, seed=0)
     path = tmp_path_factory.mktemp("data") / "fake_sprites.npy"
     np.save(path, np.concatenate([images, images[:, :, ::-1]]))
     return path

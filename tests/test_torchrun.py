@@ -151,11 +151,10 @@ def test_a_killed_rank_ends_the_run_and_leaves_out_as_it_was(tiny_model_path, tm
 @pytest.fixture(scope="module")
 def sprites_npy(tmp_path_factory):
     """40 random 16x16 sprites on black (a stand-in for real data: the numbers are compared, not judged)."""
-    rng = np.random.default_rng(1)
-    images = np.zeros((40, 16, 16, 3), dtype=np.uint8)
-    images[:, 3:13, 4:12] = rng.integers(0, 256, (40, 10, 8, 3), dtype=np.uint8)
+    from conftest import fake_sprite_images
+
     path = tmp_path_factory.mktemp("data") / "sprites.npy"
-    np.save(path, images)
+    np.save(path, fake_sprite_images(40, seed=1))
     return path
 
 
