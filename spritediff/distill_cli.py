@@ -110,6 +110,6 @@ def run_distill(args) -> int:
 def what_was_kept(args) -> str:
     """What a stopped distillation leaves: its last checkpoint (and OUT from it), or nothing."""
     from .distill import read_state
-    from .train_cli import checkpoint_kept
+    from .train import checkpoint_kept
 
     return checkpoint_kept(args.out, read_state)

@@ -29,7 +29,7 @@ from .data import CHANNEL_NAMES, MODEL_HEIGHTS, SpriteData, image_kind, is_cours
 from .distributed import World, close_world, init_world, local_device, sync_batchnorm
 from .errors import SpriteDiffError
 from .models import ContextUnet
-from .outputs import write_atomically
+from .outputs import model_out_path, write_atomically
 from .pixels import to_model_space
 from .provenance import command_line
 from .rng import keyed_generator
@@ -368,6 +368,19 @@ def check_trainable(data: SpriteData) -> None:
 def state_path(out: Path) -> Path:
     """The resumable training checkpoint beside the model file."""
     return out.with_name(out.stem + ".train.pt")
+
+
+def checkpoint_kept(out: str, read_state) -> str:
+    """What a stopped run of train or distill keeps: the step of its last checkpoint beside OUT (read by its own
+    read_state), and OUT written from it; or that nothing was written yet."""
+    state = state_path(model_out_path(out))
+    if not state.is_file():
+        return "no checkpoint was written yet, nothing is left of this run"
+    try:
+        step = read_state(state)["step"]
+    except SpriteDiffError:
+        return f"the run's last checkpoint is {state}"
+    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {out} from it); --resume goes on"
 
 
 def log_path(out: Path) -> Path:

@@ -149,21 +149,6 @@ def train_steps(args, n_images: int, out: Path) -> int:
 
 def what_train_kept(args) -> str:
     """What a stopped train leaves behind: its last checkpoint, and the model written with it."""
-    from .train import read_state
+    from .train import checkpoint_kept, read_state
 
     return checkpoint_kept(args.out, read_state)
-
-
-def checkpoint_kept(out: str, read_state) -> str:
-    """What a stopped run of train or distill keeps: the step of its last checkpoint beside OUT (read by its own
-    read_state), and OUT written from it; or that nothing was written yet."""
-    from .train import state_path
-
-    state = state_path(model_out_path(out))
-    if not state.is_file():
-        return "no checkpoint was written yet, nothing is left of this run"
-    try:
-        step = read_state(state)["step"]
-    except SpriteDiffError:
-        return f"the run's last checkpoint is {state}"
-    return f"the run is kept as of its last checkpoint, step {step} ({state}, and {out} from it); --resume goes on"

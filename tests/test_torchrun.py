@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import fake_sprite_images
 
 from spritediff.cli import build_parser
 
@@ -151,8 +152,6 @@ def test_a_killed_rank_ends_the_run_and_leaves_out_as_it_was(tiny_model_path, tm
 @pytest.fixture(scope="module")
 def sprites_npy(tmp_path_factory):
     """40 random 16x16 sprites on black (a stand-in for real data: the numbers are compared, not judged)."""
-    from conftest import fake_sprite_images
-
     path = tmp_path_factory.mktemp("data") / "sprites.npy"
     np.save(path, fake_sprite_images(40, seed=1))
     return path
