@@ -9,7 +9,8 @@ from .checks import MAX_SEED, PRECISIONS, range_problem
 
 
 def add_model_argument(parser) -> None:
-    parser.add_argument("--model", help="a .safetensors model or a course .pth state_dict (default: the shipped model)")
+    parser.add_argument("--model", help="a .safetensors model, a course .pth state_dict, or a shipped model: 'default' "
+                                        "(the default when omitted) or 'distilled' (its 4-call student)")
 
 
 def add_device_argument(parser) -> None:

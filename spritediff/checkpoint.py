@@ -23,7 +23,12 @@ from .sprites import CREDIT, class_names
 from .student import StudentSchedule, read_student
 
 FORMAT = "spritediff/1"
-DEFAULT_MODEL = Path(__file__).parent / "assets" / "sprites_context.safetensors"
+ASSETS = Path(__file__).parent / "assets"
+SHIPPED_MODELS = {  # the names load_model and every --model take besides a path (docs/default_model.md)
+    "default": ASSETS / "sprites_context.safetensors",  # the context model; what no --model means
+    "distilled": ASSETS / "sprites_context_distilled.safetensors",  # its 4-call distilled student (spritediff distill)
+}
+DEFAULT_MODEL = SHIPPED_MODELS["default"]
 MODEL_SUFFIXES = (".safetensors", ".pth", ".pt")
 
 
@@ -36,7 +41,7 @@ class SpriteModel:
     schedule: Schedule
     classes: tuple[str, ...]
     info: dict = field(default_factory=dict)  # how it was made (training command, data, credit)
-    path: str | None = None  # as the user gave it; None for the shipped default model
+    path: str | None = None  # as the user gave it (a shipped model's name); None for the shipped default model
     prediction_type: str = "eps"  # the net's output: eps, x0 or v (spritediff.denoiser.PREDICTION_TYPES)
     class_mix: tuple[float, ...] | None = None  # each class's share of the training labels, summing to 1
     student: StudentSchedule | None = None  # a distilled student's own grid, sampler and guidance (spritediff.student)
@@ -71,17 +76,21 @@ def save_model(model: SpriteModel, path: str | os.PathLike, dtype: torch.dtype =
 
 
 def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
-    """Load a .safetensors model, or a course .pth state_dict (by extension). None: the default model."""
+    """Load a .safetensors model, or a course .pth state_dict (by extension), or a shipped model by its name in
+    SHIPPED_MODELS ("default", "distilled"). None: the default model."""
     if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path).strip()):
-        raise SpriteDiffError(f"model must be a path to a .safetensors or .pth file, got {path!r}")
-    path = Path(path) if path is not None else DEFAULT_MODEL
+        raise SpriteDiffError(f"model must be a path to a .safetensors or .pth file, or one of "
+                              f"{', '.join(SHIPPED_MODELS)}, got {path!r}")
+    name = "default" if path is None else path if isinstance(path, str) and path in SHIPPED_MODELS else None
+    path = SHIPPED_MODELS[name] if name else Path(path)
     if path.is_dir():
         raise SpriteDiffError(f"--model {path} is a folder; give a model file (.safetensors, or a course .pth)")
     if not path.is_file():
-        hint = " (no default model is installed; pass --model)" if path == DEFAULT_MODEL else ""
+        hint = f" (the shipped model {name!r} is not installed; pass --model FILE)" if name else ""
         raise SpriteDiffError(f"model file not found: {path}{hint}")
     if path.suffix not in MODEL_SUFFIXES:
-        raise SpriteDiffError(f"model file {path} must end in {', '.join(MODEL_SUFFIXES)}")
+        raise SpriteDiffError(f"model file {path} must end in {', '.join(MODEL_SUFFIXES)}, or be one of the shipped "
+                              f"models {', '.join(SHIPPED_MODELS)}")
     if path.suffix in (".pth", ".pt"):
         return model_from_state_dict(read_course_state_dict(path), path=str(path))
     config, state = _read_safetensors(path)
@@ -89,7 +98,7 @@ def load_model(path: str | os.PathLike | None = None) -> SpriteModel:
     load_state(net, state, path)
     classes = read_classes(config["classes"], net, path)
     schedule = read_schedule(config["schedule"], path)
-    return SpriteModel(net, schedule, classes, config["info"], None if path == DEFAULT_MODEL else str(path),
+    return SpriteModel(net, schedule, classes, config["info"], None if name == "default" else name or str(path),
                        check_prediction_type(config.get("prediction_type", "eps"), f"{path}: metadata prediction_type"),
                        read_class_mix(config.get("class_mix"), classes, path),
                        read_student(config.get("student"), schedule.T, path))

@@ -87,7 +87,7 @@ def run_distill(args) -> int:
     out = model_out_path(args.out)
     check_run_files(out, args.resume, args.overwrite)
     device = resolve_device(args.device)
-    teacher = load_model(None if args.teacher == "default" else args.teacher)
+    teacher = load_model(args.teacher)
     check_teacher(teacher, args.teacher)
     if teacher.net.n_cfeat == 0 and args.guidance not in (None, 0):
         raise SpriteDiffError(f"--guidance {args.guidance:g}: the teacher has no classes, so nothing to guide")

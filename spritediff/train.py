@@ -414,7 +414,7 @@ def run_training(config: TrainConfig, data: SpriteData, out: Path, device: torch
         if resume:
             trainer.load_state(state_path(out))
         elif config.init:  # before --overwrite removes anything: a model that does not fit loses nothing
-            trainer.start_from(load_model(None if config.init == "default" else config.init), config.init)
+            trainer.start_from(load_model(config.init), config.init)
         if overwrite and world.is_main:
             state_path(out).unlink(missing_ok=True)
             log_path(out).unlink(missing_ok=True)

@@ -30,7 +30,8 @@ def add_serve_parser(sub) -> None:
     add_model_argument(p)
     p.add_argument("--student", metavar="MODEL",
                    help="a distilled student of --model (spritediff distill): the Race gets a fourth lane, the student "
-                        "on its own grid from the same noise and context")
+                        "on its own grid from the same noise and context (default: 'distilled', the shipped student, "
+                        "for the default model, none for another; 'none': no fourth lane)")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only; 0.0.0.0 opens it to the "
                         f"network, with no login)")
@@ -68,7 +69,7 @@ def run_serve(args) -> int:
                          batch_wait_ms=args.batch_wait_ms, batching=not args.no_batching, max_n=args.max_n,
                          precision=args.precision)
     model, device = load_model(args.model), resolve_device(args.device)
-    student = None if args.student is None else load_model(args.student)
+    student = raced_student(args.model, args.student)
     listener = bind(args.host, args.port)
     hosts = None if is_loopback(args.host) else ["*"]
     app = create_app(model, device, config, allowed_hosts=hosts, student=student)
@@ -82,6 +83,16 @@ def run_serve(args) -> int:
     server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level, lifespan="on",
                                            timeout_graceful_shutdown=STOP_GRACE_S))
     return _serve(server, listener)
+
+
+def raced_student(model: str | None, student: str | None):
+    """The Race's fourth lane: the --student given ('none': no lane), else the shipped distilled student of the
+    shipped default model, else none."""
+    from ..checkpoint import load_model
+
+    if student is None:
+        student = "distilled" if model in (None, "default") else "none"
+    return None if student == "none" else load_model(student)
 
 
 def _serve(server, listener: socket.socket) -> int:
