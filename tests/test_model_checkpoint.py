@@ -231,3 +231,38 @@ def test_contextunet_runs_at_any_multiple_of_four_with_the_course_keys(height):
     assert shapes.keys() == course_shapes.keys()
     assert {k for k in shapes if shapes[k] != course_shapes[k]} == {"up0.0.weight"}
     assert shapes["up0.0.weight"][-2:] == (height // 4, height // 4)
+
+
+def test_default_by_name_is_the_default_model():
+    by_name, unnamed = load_model("default"), load_model()
+    assert by_name.path is None and unnamed.path is None
+    for key, value in unnamed.net.state_dict().items():
+        assert torch.equal(by_name.net.state_dict()[key], value)
+
+
+def test_the_shipped_student_is_a_four_call_student_of_the_shipped_default():
+    """Retraining the default without distilling it again breaks this: the student's recorded teacher is the
+    sha256 of the default's weights (spritediff distill --teacher default)."""
+    from spritediff.distill import teacher_fingerprint
+
+    student = load_model("distilled")
+    assert student.path == "distilled" and student.student is not None
+    assert student.student.calls == 4 and student.prediction_type == "v"
+    assert student.student.teacher["sha256"] == teacher_fingerprint(load_model())
+    assert student.classes == load_model().classes
+
+
+def test_a_shipped_model_that_is_not_installed_says_so(monkeypatch, tmp_path):
+    import spritediff.checkpoint as checkpoint
+
+    monkeypatch.setitem(checkpoint.SHIPPED_MODELS, "distilled", tmp_path / "gone.safetensors")
+    with pytest.raises(SpriteDiffError, match="the shipped model 'distilled' is not installed"):
+        load_model("distilled")
+
+
+def test_a_name_that_is_no_shipped_model_nor_file_is_one_line(capsys, tmp_path):
+    (tmp_path / "distiled").write_bytes(b"")
+    assert main(["sample", "--model", str(tmp_path / "distiled"), "--n", "1", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "distiled" in err and "shipped models default, distilled" in err
+    assert not (tmp_path / "out").exists()

@@ -79,3 +79,13 @@ def test_serve_starts_answers_and_stops_cleanly_on_sigterm(tiny_model_path):
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_the_default_model_races_the_shipped_student_and_another_model_races_none(tmp_path):
+    from spritediff.serve.cli import raced_student
+
+    student = raced_student(None, None)
+    assert student is not None and student.path == "distilled" and student.student.calls == 4
+    assert raced_student("default", None).path == "distilled"
+    assert raced_student(None, "none") is None
+    assert raced_student(str(tmp_path / "other.safetensors"), None) is None
