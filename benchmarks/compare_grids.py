@@ -24,7 +24,7 @@ def model_rows(name: str, spec: str, guidance: float, per_row: int) -> list[tupl
     """(label: class name, (per_row, H, W, C) uint8) for each class of the model, then "no context"."""
     model = spritediff.load(name)
     if model.student is not None:  # its own sampler, grid and guidance, or none at all
-        label, sampler, steps, options, guidance = f"{model_label(name)} ({model.student.calls} calls)", \
+        label, sampler, steps, options, guidance = f"{model_label(name)} ({calls_text(model.student.calls)})", \
             model.student.sampler, None, {}, None
     else:
         parsed = parse_sampler_spec(spec)
@@ -36,6 +36,11 @@ def model_rows(name: str, spec: str, guidance: float, per_row: int) -> list[tupl
     without = spritediff.sample(model, sampler, steps, n=per_row, context=None, **common).images
     return [(f"{label}: {c}", images) for c, images in
             [*zip(model.classes, np.split(with_class, len(model.classes))), ("no context", without)]]
+
+
+def calls_text(calls: int) -> str:
+    """"1 call", "4 calls": a student's model calls per sample."""
+    return f"{calls} call{'s' * (calls != 1)}"
 
 
 def model_label(path: str) -> str:

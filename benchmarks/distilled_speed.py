@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 import spritediff
+from compare_grids import calls_text  # benchmarks/ is on the path when a script there runs
 from spritediff.specs import parse_sampler_spec
 
 
@@ -35,7 +36,7 @@ def timed_row(name: str, spec: str | None, n: int, repeat: int) -> dict:
 
     calls = run().nfe
     runs = [run().seconds for _ in range(repeat)]
-    label = f"{name} ({model.student.calls} calls)" if model.student else f"{name} {spec}"
+    label = f"{name} ({calls_text(model.student.calls)})" if model.student else f"{name} {spec}"
     return {"model": label, "spec": None if model.student else spec, "calls": calls, "n": n,
             "seconds": statistics.median(runs), "runs": runs}
 

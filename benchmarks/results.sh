@@ -123,3 +123,11 @@ spritediff eval "${page[@]}" --context mix --guidance 0.5 --noise-sampler ddpm:5
 python benchmarks/sampler_grids.py --contexts none,mix --samplers ddim:20 --n 48 --out "$out/n64/no_context_vs_mix.png"
 python benchmarks/sampler_grids.py --contexts mix --samplers ddim:20,ddpm:20,ddpm:100,ddpm:500 --n 36 \
   --out "$out/n64/samplers_mix.png"
+
+# 10. the shipped distilled student against its teacher (docs/results.md, "Distillation"), with the 2- and 1-call
+#     students of its run where that run's folder is here (docs/default_model.md makes it); about 15 minutes
+students=(distilled)
+for s in runs/distill/student-calls2.safetensors runs/distill/student.safetensors; do
+  if [[ -f $s ]]; then students+=("$s"); fi
+done
+bash benchmarks/distilled.sh "$dir" "${students[@]}"
