@@ -318,6 +318,14 @@ def check_resumable(state: dict, config: dict, path: Path) -> None:
                               f"(a run can be extended once it has finished)")
 
 
+def saved_config(path: Path) -> dict:
+    """The settings of the run whose training checkpoint is path; one it predates counts as what that run did:
+    its default, or PREDATED's."""
+    if not path.is_file():
+        raise SpriteDiffError(f"--resume: no training checkpoint {path}")
+    return {**asdict(TrainConfig()), **PREDATED, **read_state(path)["config"]}
+
+
 def checkpoint_steps(out: Path) -> int:
     """The total steps of the run whose checkpoint is beside out (for --resume without --steps)."""
     path = state_path(out)

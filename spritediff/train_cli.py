@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from .errors import SpriteDiffError
@@ -43,43 +44,45 @@ def add_train_parser(sub) -> None:
     length.add_argument("--time", type=duration, metavar="SPAN",
                         help="train for a wall-clock budget such as 30m, 1h or 1h30m instead of --steps: a few steps "
                              "are timed on this machine, the run gets as many as fit, and its learning-rate decay "
-                             "and EMA are fitted to that length (recorded in the model; one process only)")
-    p.add_argument("--batch", type=positive_int, default=d.batch, help=f"global batch size (default {d.batch})")
-    p.add_argument("--lr", type=positive_float, default=d.lr,
+                             "and EMA are fitted to that length (recorded in the model; one process only); its loss is "
+                             "Min-SNR-5 weighted unless --min-snr-gamma is given (the better recipe per CPU-hour, "
+                             "docs/default_model.md)")
+    p.add_argument("--batch", type=positive_int, default=argparse.SUPPRESS, help=f"global batch size (default {d.batch})")
+    p.add_argument("--lr", type=positive_float, default=argparse.SUPPRESS,
                    help=f"Adam learning rate, decayed linearly to 0 (default {d.lr})")
-    p.add_argument("--lr-decay-steps", type=positive_int, default=None, metavar="N",
+    p.add_argument("--lr-decay-steps", type=positive_int, default=argparse.SUPPRESS, metavar="N",
                    help="the linear decay reaches 0 at step N, at or past the run's end (default: at its end); "
                         "larger, the run stops before the learning rate is annealed, as in a run cut short by a "
                         "time limit")
-    p.add_argument("--n-feat", type=positive_int, default=d.n_feat, help=f"U-Net width (default {d.n_feat})")
-    p.add_argument("--context-drop", type=finite_float, default=d.context_drop,
+    p.add_argument("--n-feat", type=positive_int, default=argparse.SUPPRESS, help=f"U-Net width (default {d.n_feat})")
+    p.add_argument("--context-drop", type=finite_float, default=argparse.SUPPRESS,
                    help=f"probability of training a sample without its context (default {d.context_drop})")
-    p.add_argument("--ema", type=finite_float, default=d.ema, help=f"EMA decay of the saved weights (default {d.ema})")
-    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=d.ema_warmup,
+    p.add_argument("--ema", type=finite_float, default=argparse.SUPPRESS, help=f"EMA decay of the saved weights (default {d.ema})")
+    p.add_argument("--ema-warmup", action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                    help="warm the EMA up (default): decay min(--ema, (1 + n) / (10 + n)) after n steps, so that a "
                         "short run's saved weights do not still carry its first ones (without it 13%% of the average "
                         "is the step-1 weights after 2,000 steps at decay 0.999; docs/default_model.md). "
                         "--no-ema-warmup: the fixed decay, as in runs made before this option existed (resume "
                         "those with it)")
-    p.add_argument("--seed", type=seed_int, default=d.seed,
+    p.add_argument("--seed", type=seed_int, default=argparse.SUPPRESS,
                    help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
     add_device_argument(p)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default=d.precision,
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=argparse.SUPPRESS,
                    help="fp32 (default, bit-reproducible) or bf16: autocast forward pass and channels-last weights, "
                         "1.6-2x faster a step on CPUs with AVX-512 BF16, the same loss curve (docs/results.md)")
-    p.add_argument("--prediction", choices=["eps", "x0", "v"], default=d.prediction,
+    p.add_argument("--prediction", choices=["eps", "x0", "v"], default=argparse.SUPPRESS,
                    help="what the net learns to predict: eps (default, the noise), x0 (the clean image) or v "
                         "(sqrt(ab) eps - sqrt(1-ab) x0); stored in the model, every sampler reads it")
-    p.add_argument("--min-snr-gamma", type=nonnegative_float, default=d.min_snr_gamma,
+    p.add_argument("--min-snr-gamma", type=nonnegative_float, default=argparse.SUPPRESS,
                    help="Min-SNR-gamma loss weighting (Hang et al. 2023): each sample's loss weighted so that its "
                         "weight in x0 terms is min(SNR, gamma); 5 is the paper's choice; 0 (default) is the course's "
-                        "plain MSE")
-    p.add_argument("--input-perturbation", type=nonnegative_float, default=d.input_perturbation, metavar="GAMMA",
+                        "plain MSE; with --time 5 (it trains better per CPU-hour)")
+    p.add_argument("--input-perturbation", type=nonnegative_float, default=argparse.SUPPRESS, metavar="GAMMA",
                    help="input perturbation (DDPM-IP, Ning et al. 2023): the net's input x_t is built from noise + "
                         "GAMMA xi (xi fresh Gaussian noise) while its target keeps the noise, so training sees inputs "
                         "as far off the forward process as sampling's own steps; 0.1 is the paper's choice; 0 "
                         "(default) off")
-    p.add_argument("--init", metavar="MODEL", default=d.init,
+    p.add_argument("--init", metavar="MODEL", default=argparse.SUPPRESS,
                    help="fine-tune: start from MODEL's weights (a .safetensors or course .pth; 'default': the shipped "
                         "model) instead of fresh ones from --seed; the net must match --n-feat and the data, and the "
                         "optimizer and learning rate start afresh. Resume such a run with the same --init")
@@ -90,7 +93,8 @@ def add_train_parser(sub) -> None:
                         "(OUT-step500.safetensors, OUT-step500-raw.safetensors)")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true",
-                       help="continue from OUT's .train.pt checkpoint (without --steps: to the run's own end); a "
+                       help="continue from OUT's .train.pt checkpoint with its own settings (any given must match; "
+                            "without --steps: to the run's own end); a "
                             "finished run continues to a larger --steps, its learning rate decaying over the new total")
     start.add_argument("--overwrite", action="store_true",
                        help="replace an existing run at OUT (its model, .train.pt and .log.jsonl); without it "
@@ -112,12 +116,8 @@ def run_train(args) -> int:
                               "and under torchrun give --steps")
     device = resolve_device(args.device)
     data = load_data(args.data, args.labels, args.channels)
-    steps = train_steps(args, len(data), out)
-    config = TrainConfig(steps=steps, batch=args.batch, lr=args.lr, n_feat=args.n_feat,
-                         context_drop=args.context_drop, ema=args.ema, ema_warmup=args.ema_warmup, seed=args.seed,
-                         precision=args.precision, prediction=args.prediction, min_snr_gamma=args.min_snr_gamma,
-                         input_perturbation=args.input_perturbation, lr_decay_steps=args.lr_decay_steps or 0,
-                         init=args.init)
+    settings = run_settings(args, out)
+    config = TrainConfig(steps=train_steps(args, len(data), settings), **settings)
     record = None
     if args.time:
         config, record = fit_to_time(config, data, device, args.time)
@@ -132,16 +132,31 @@ def run_train(args) -> int:
     return 0
 
 
-def train_steps(args, n_images: int, out: Path) -> int:
-    """--steps, else ceil(--epochs * N / --batch), else on --resume the run's own total, else COURSE_STEPS."""
+def run_settings(args, out: Path) -> dict:
+    """TrainConfig's settings but steps: each one given on the command line; the others, on --resume, the run's
+    own (so --resume alone continues a run, --time's fitted EMA included), else the defaults, with --time's
+    TIME_RECIPE over them."""
+    from .train import saved_config, state_path
+    from .train_config import TIME_RECIPE, TrainConfig
+
+    if args.resume:
+        base = saved_config(state_path(out))
+    else:
+        base = {**asdict(TrainConfig()), **(TIME_RECIPE if args.time else {})}
+    return {name: getattr(args, name, base[name]) for name in TrainConfig.options()}
+
+
+def train_steps(args, n_images: int, settings: dict) -> int:
+    """--steps, else ceil(--epochs * N / batch), else on --resume the run's own total, else COURSE_STEPS
+    (--time chooses its own later, from this machine's pace)."""
     from .train import COURSE_STEPS, MAX_STEPS, checkpoint_steps
 
     if args.steps:
         steps = args.steps
     elif args.epochs:
-        steps = math.ceil(args.epochs * n_images / args.batch)
+        steps = math.ceil(args.epochs * n_images / settings["batch"])
     else:
-        steps = checkpoint_steps(out) if args.resume else COURSE_STEPS
+        steps = checkpoint_steps(model_out_path(args.out)) if args.resume else COURSE_STEPS
     if steps > MAX_STEPS:
         raise SpriteDiffError(f"--steps (or --epochs) asks for {steps} steps; at most {MAX_STEPS}")
     return steps

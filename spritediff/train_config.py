@@ -12,6 +12,9 @@ COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")  # training precisions (no "auto": a run is one or the other)
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
+# --time's recipe where it differs from the course's: Min-SNR-5 led the plain MSE on DDIM-20 by every measure at
+# 2,000 steps (docs/default_model.md, "Min-SNR-5 and input perturbation"), at the same cost a step
+TIME_RECIPE = {"min_snr_gamma": 5.0}
 
 
 @dataclass
@@ -33,6 +36,11 @@ class TrainConfig:
     input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
     lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
+
+    @staticmethod
+    def options() -> tuple[str, ...]:
+        """The settings a command line chooses (steps aside: --steps, --epochs or --time; T is the schedule's)."""
+        return tuple(name for name in TrainConfig.__dataclass_fields__ if name not in ("steps", "T"))
 
     def check(self) -> None:
         """A SpriteDiffError naming the first field that is out of range (numbers must be finite)."""

@@ -564,6 +564,27 @@ def test_time_fits_the_run_to_the_budget_and_records_it(tmp_path, capsys):
     assert steps * per_step <= 4  # the probe's pace times the steps fits the budget
     assert info["config"]["ema"] == pytest.approx(min(0.999, 1 - 1 / (0.1 * steps)), abs=1e-6)
     assert f"{steps} steps" in capsys.readouterr().err
+    assert info["config"]["min_snr_gamma"] == 5.0  # --time's recipe
+
+
+def test_time_recipe_yields_to_what_is_given(tmp_path):
+    x, y = small_data(tmp_path)
+    args = ["train", "--data", x, "--labels", y, "--n-feat", 8, "--batch", 8]
+    assert run([*args, "--out", tmp_path / "a.safetensors", "--time", "1s", "--min-snr-gamma", "0"]) == 0
+    assert run([*args, "--out", tmp_path / "b.safetensors", "--steps", 1]) == 0
+    for name in ("a", "b"):
+        assert load_model(tmp_path / f"{name}.safetensors").info["config"]["min_snr_gamma"] == 0.0
+
+
+def test_resume_alone_continues_a_time_run_with_its_fitted_settings(tmp_path):
+    x, y = small_data(tmp_path)
+    out = tmp_path / "m.safetensors"
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--batch", 8, "--time", "1s"]) == 0
+    first = load_model(out).info["config"]
+    assert first["ema"] != TrainConfig().ema and first["n_feat"] != TrainConfig().n_feat
+    steps = first["steps"] + 2
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--resume", "--steps", steps]) == 0
+    assert load_model(out).info["config"] == {**first, "steps": steps}
 
 
 @pytest.mark.parametrize("extra, message", [
