@@ -8,8 +8,10 @@ A device lease is short and the step time of several runs sharing one GPU is not
 2. the real runs, again all at once, each with --steps = min(its target, budget / seconds per step), so that
    each one ends with its learning rate decayed to 0 inside the budget (a run still going at budget + 90 s
    is stopped and its last checkpointed EMA kept, marked "partial" in the summary).
-Writes OUTDIR/<run>.tar (model, training log, its output) and OUTDIR/summary.json. Every run is a plain
-`spritediff train` command, recorded in its model file's metadata.
+3. with --eval, every finished model is judged on the same device by `spritediff eval` (the quality issue's
+   command: n = 512, seed 1, the label contexts, guidance 0, DDIM-20 and DDPM-50, fp32), all at once.
+Writes OUTDIR/<run>.tar (model, training log, its output), OUTDIR/evals.tar (each run's eval.json and output)
+and OUTDIR/summary.json. Every run is a plain `spritediff train` command, recorded in its model file's metadata.
 """
 from __future__ import annotations
 
@@ -28,7 +30,16 @@ RUNS = {  # name: (train arguments, target steps)
     "minsnr5_b100": (["--n-feat", "64", "--batch", "100", "--min-snr-gamma", "5"], COURSE_STEPS),
     "course_b400": (["--n-feat", "64", "--batch", "400"], COURSE_STEPS),
     "course_n128": (["--n-feat", "128", "--batch", "100"], COURSE_STEPS),
+    # 2026-12-04: Min-SNR-5 (the CPU runs' best recipe per step) at width 128, with v-prediction and with a wider
+    # context dropout, beside Min-SNR-5 at width 64 and the course loss at width 128 as controls
+    "minsnr5_n128": (["--n-feat", "128", "--batch", "100", "--min-snr-gamma", "5"], COURSE_STEPS),
+    "minsnr5_n128_v": (["--n-feat", "128", "--batch", "100", "--min-snr-gamma", "5", "--prediction", "v"],
+                       COURSE_STEPS),
+    "minsnr5_n128_drop02": (["--n-feat", "128", "--batch", "100", "--min-snr-gamma", "5", "--context-drop", "0.2"],
+                            COURSE_STEPS),
 }
+EVAL_ARGS = ["--context", "data", "--guidance", "0", "--seed", "1", "--samplers", "ddim:20,ddpm:50",
+             "--precision", "fp32"]
 
 
 def train_command(args, name: str, extra: list[str], steps: int, out: Path) -> list[str]:
@@ -66,6 +77,23 @@ def show_failures(status: dict[str, str], logs: Path) -> None:
                   .splitlines()[-15:], sep="\n", flush=True)
 
 
+def eval_command(args, model: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "spritediff", "eval", "--data", args.data, "--labels", args.labels,
+            "--model", str(model), "--device", args.device, "--n", str(args.eval_n), *EVAL_ARGS, "--out", str(out)]
+
+
+def evaluate_all(args, names: list[str], work: Path) -> dict[str, str]:
+    """Judge every run's saved model at once on the device; each eval's folder and output land in work/evals."""
+    evals = work / "evals"
+    models = {n: work / n / "model.safetensors" for n in names if (work / n / "model.safetensors").exists()}
+    procs = launch_all({n: eval_command(args, m, evals / n) for n, m in models.items()}, evals)
+    status = wait_all(procs, time.monotonic() + args.eval_budget)
+    show_failures(status, evals)
+    with tarfile.open(args.out / "evals.tar", "w") as tar:
+        tar.add(evals, arcname="evals")
+    return status
+
+
 def seconds_per_step(log: Path, first: int) -> float:
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     start = next(r for r in rows if r["step"] == first)
@@ -81,6 +109,9 @@ def main() -> None:
     p.add_argument("--device", default="cuda")
     p.add_argument("--runs", default=",".join(RUNS), help="which of " + ", ".join(RUNS))
     p.add_argument("--calibration-steps", type=int, default=300)
+    p.add_argument("--eval", action="store_true", help="judge every model on the device afterwards")
+    p.add_argument("--eval-n", type=int, default=512, help="samples per sampler in the evaluations (default 512)")
+    p.add_argument("--eval-budget", type=float, default=120, help="seconds the evaluations may take (default 120)")
     args = p.parse_args()
     runs = {name: RUNS[name] for name in args.runs.split(",")}
     work = Path("runs/gpu")
@@ -112,6 +143,9 @@ def main() -> None:
         with tarfile.open(args.out / f"{name}.tar", "w") as tar:
             for f in files:
                 tar.add(f, arcname=f"{name}/{f.name}")
+    if args.eval:
+        summary["eval_status"] = evaluate_all(args, list(steps), work)
+        (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
