@@ -45,7 +45,8 @@ def add_train_parser(sub) -> None:
                         help="train for a wall-clock budget such as 30m, 1h or 1h30m instead of --steps: a few steps "
                              "are timed on this machine, the run gets as many as fit, and its learning-rate decay "
                              "and EMA are fitted to that length (recorded in the model; one process only); its loss is "
-                             "Min-SNR-5 weighted unless --min-snr-gamma is given (the better recipe per CPU-hour, "
+                             "Min-SNR-5 weighted unless --min-snr-gamma is given, and on a CPU with AVX-512 BF16 or "
+                             "AMX it trains in bf16 unless --precision is given (the better recipes per CPU-hour, "
                              "docs/default_model.md)")
     p.add_argument("--batch", type=positive_int, default=argparse.SUPPRESS, help=f"global batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=argparse.SUPPRESS,
@@ -68,8 +69,9 @@ def add_train_parser(sub) -> None:
                    help=f"seed of weights, data order and noise, 0..2^63-1 (default {d.seed})")
     add_device_argument(p)
     p.add_argument("--precision", choices=["fp32", "bf16"], default=argparse.SUPPRESS,
-                   help="fp32 (default, bit-reproducible) or bf16: autocast forward pass and channels-last weights, "
-                        "1.6-2x faster a step on CPUs with AVX-512 BF16, the same loss curve (docs/results.md)")
+                   help="fp32 (default, bit-reproducible; with --time, only where the CPU lacks native bf16) or bf16: "
+                        "autocast forward pass and channels-last weights, 1.6-2x faster a step on CPUs with "
+                        "AVX-512 BF16, the same loss curve (docs/results.md)")
     p.add_argument("--prediction", choices=["eps", "x0", "v"], default=argparse.SUPPRESS,
                    help="what the net learns to predict: eps (default, the noise), x0 (the clean image) or v "
                         "(sqrt(ab) eps - sqrt(1-ab) x0); stored in the model, every sampler reads it")
@@ -107,6 +109,7 @@ def run_train(args) -> int:
 
     from .data import load_data
     from .engine import resolve_device
+    from .fast import cpu_has_native_bf16
     from .train import TrainConfig, check_run_files, fit_to_time, run_training
 
     out = model_out_path(args.out)
@@ -116,7 +119,7 @@ def run_train(args) -> int:
                               "and under torchrun give --steps")
     device = resolve_device(args.device)
     data = load_data(args.data, args.labels, args.channels)
-    settings = run_settings(args, out)
+    settings = run_settings(args, out, native_bf16=device.type == "cpu" and cpu_has_native_bf16())
     config = TrainConfig(steps=train_steps(args, len(data), settings), **settings)
     record = None
     if args.time:
@@ -132,17 +135,17 @@ def run_train(args) -> int:
     return 0
 
 
-def run_settings(args, out: Path) -> dict:
+def run_settings(args, out: Path, native_bf16: bool) -> dict:
     """TrainConfig's settings but steps: each one given on the command line; the others, on --resume, the run's
     own (so --resume alone continues a run, --time's fitted EMA included), else the defaults, with --time's
-    TIME_RECIPE over them."""
+    recipe over them (native_bf16: whether the training device runs bf16 natively)."""
     from .train import saved_config, state_path
-    from .train_config import TIME_RECIPE, TrainConfig
+    from .train_config import TrainConfig, time_recipe
 
     if args.resume:
         base = saved_config(state_path(out))
     else:
-        base = {**asdict(TrainConfig()), **(TIME_RECIPE if args.time else {})}
+        base = {**asdict(TrainConfig()), **(time_recipe(native_bf16) if args.time else {})}
     return {name: getattr(args, name, base[name]) for name in TrainConfig.options()}
 
 

@@ -557,12 +557,13 @@ def test_lr_decay_steps_past_the_end_stops_before_the_anneal(tmp_path):
 def test_time_fits_the_run_to_the_budget_and_records_it(tmp_path, capsys):
     x, y = small_data(tmp_path)
     out = tmp_path / "m.safetensors"
-    assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--batch", 8, "--time", "4s"]) == 0
+    assert run(["train", "--data", x, "--labels", y, "--out", out, "--n-feat", 8, "--batch", 8, "--time", "4s",
+                "--precision", "fp32"]) == 0  # fp32 on every CPU: bf16's first step alone can take seconds
     info = load_model(out).info
     steps, per_step = info["config"]["steps"], info["probe_seconds_per_step"]
     assert info["time_budget_s"] == 4 and info["steps_done"] == steps >= 1
     assert steps * per_step <= 4  # the probe's pace times the steps fits the budget
-    assert info["config"]["ema"] == pytest.approx(min(0.999, 1 - 1 / (0.1 * steps)), abs=1e-6)
+    assert info["config"]["ema"] == pytest.approx(max(0.0, min(0.999, 1 - 1 / (0.1 * steps))), abs=1e-6)
     assert f"{steps} steps" in capsys.readouterr().err
     assert info["config"]["min_snr_gamma"] == 5.0  # --time's recipe
 
@@ -574,6 +575,18 @@ def test_time_recipe_yields_to_what_is_given(tmp_path):
     assert run([*args, "--out", tmp_path / "b.safetensors", "--steps", 1]) == 0
     for name in ("a", "b"):
         assert load_model(tmp_path / f"{name}.safetensors").info["config"]["min_snr_gamma"] == 0.0
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_time_trains_bf16_where_the_cpu_runs_it_natively(tmp_path, monkeypatch, native):
+    monkeypatch.setattr("spritediff.fast.cpu_has_native_bf16", lambda: native)
+    x, y = small_data(tmp_path)
+    args = ["train", "--data", x, "--labels", y, "--n-feat", 8, "--batch", 8]
+    assert run([*args, "--out", tmp_path / "t.safetensors", "--time", "1s"]) == 0
+    assert run([*args, "--out", tmp_path / "f.safetensors", "--time", "1s", "--precision", "fp32"]) == 0
+    assert run([*args, "--out", tmp_path / "s.safetensors", "--steps", 1]) == 0
+    precision = {name: load_model(tmp_path / f"{name}.safetensors").info["config"]["precision"] for name in "tfs"}
+    assert precision == {"t": "bf16" if native else "fp32", "f": "fp32", "s": "fp32"}
 
 
 def test_resume_alone_continues_a_time_run_with_its_fitted_settings(tmp_path):
