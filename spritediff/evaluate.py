@@ -266,7 +266,7 @@ class Evaluation:
     def run(self, specs, noise_spec, progress: bool = False) -> None:
         from tqdm.auto import tqdm
 
-        from .metrics import class_accuracy, frechet_distance
+        from .metrics import class_accuracy, frechet_distance, seed_reach
 
         first_seed_images = {}
         bar = tqdm(total=len(specs) + 1, disable=not progress or None, unit="run", dynamic_ncols=True, leave=False)
@@ -296,11 +296,18 @@ class Evaluation:
         bar.update(1)
         bar.close()
         half_a, half_b = real_halves(self.real, self.args.seed)
+        between = frechet_distance(self.features, first, second)
+        first_fd = next((r["fd"] for r in self.rows if r["spec"] == str(noise_spec)), None)
+        if first_fd is None:
+            first_fd = self.quality.score(first)["fd"]
         self.noise = {
             "fd_real_halves": round(frechet_distance(self.features, self.real[half_a], self.real[half_b]), 4),
             "real_halves_sizes": [int(half_a.sum()), int(half_b.sum())],
-            "fd_two_seeds": round(frechet_distance(self.features, first, second), 4),
+            "fd_two_seeds": round(between, 4),
             "two_seeds": {"spec": str(noise_spec), "seeds": [self.args.seed, self.args.seed + 1], "n": self.args.n},
+            # the most the first spec's FD to the real images can move with the seed (metrics.seed_reach); measured
+            # moves between three seeds were 60-80 % of it (docs/metric.md)
+            "fd_seed_reach": round(seed_reach(between, first_fd), 4),
             "note": "FD's bias falls as 1/n: real halves compare two sets of about N/2, two seeds two sets of n, "
                     "and each sampler row n samples against all N real images",
         }
@@ -374,7 +381,9 @@ def format_table(rows: list[dict], noise: dict) -> str:
     a, b = noise["real_halves_sizes"]
     lines.append(f"noise: FD real vs real (halves, {a} vs {b}) = {noise['fd_real_halves']:.3f}; "
                  f"FD {noise['two_seeds']['spec']} seed vs seed (n={noise['two_seeds']['n']}) = "
-                 f"{noise['fd_two_seeds']:.3f}")
+                 f"{noise['fd_two_seeds']:.3f}" + (f", so its FD to the real sprites can move by up to "
+                                                   f"{noise['fd_seed_reach']:.3f} with the seed"
+                                                   if "fd_seed_reach" in noise else ""))
     return "\n".join(lines)
 
 

@@ -143,6 +143,15 @@ def frechet_distance(features: FeatureModel, a: np.ndarray, b: np.ndarray) -> fl
     return float(fid.compute())
 
 
+def seed_reach(fd_between: float, fd: float) -> float:
+    """How far FD to the real images can move between two sample sets that are fd_between apart, one of them at fd.
+
+    FD is the squared 2-Wasserstein distance of the fitted Gaussians, a metric, so |sqrt(FD_a) - sqrt(FD_b)| <=
+    sqrt(fd_between), hence |FD_a - FD_b| <= 2 sqrt(fd_between fd) + fd_between: a bound, not an estimate."""
+    fd_between, fd = max(fd_between, 0.0), max(fd, 0.0)
+    return 2.0 * (fd_between * fd) ** 0.5 + fd_between
+
+
 def class_accuracy(features: FeatureModel, images: np.ndarray, contexts: torch.Tensor,
                    classes: tuple[str, ...]) -> float | None:
     """Fraction of images the feature net's head assigns to the class their context asks for.

@@ -8,6 +8,7 @@ from PIL import Image
 from conftest import fake_sprite_images, run
 
 from spritediff.evaluate import real_halves
+from spritediff.metrics import seed_reach
 
 
 @pytest.fixture(scope="module")
@@ -37,6 +38,7 @@ def test_eval_writes_json_and_plot(tiny_model_path, fake_sprites, tmp_path, caps
     noise = record["noise"]
     assert noise["real_halves_sizes"] == [64, 64] and noise["fd_real_halves"] > 0
     assert noise["two_seeds"] == {"spec": "ddim:2", "seeds": [0, 1], "n": 12} and noise["fd_two_seeds"] > 0
+    assert noise["fd_seed_reach"] == pytest.approx(seed_reach(noise["fd_two_seeds"], rows[0]["fd"]), abs=2e-4)
     assert record["n"] == 12 and record["reference_images"] == 128 and "ElvGames" in record["credit"]
     assert record["context"] == "random" and record["guidance"] == 1
     with Image.open(out / "fd_vs_nfe.png") as plot:
@@ -120,3 +122,30 @@ def test_context_data_needs_labels(tiny_model_path, fake_sprites, tmp_path, caps
     assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--samplers", "ddim:2",
                 "--context", "data", "--out", tmp_path / "e"]) == 2
     assert "give --labels" in capsys.readouterr().err
+
+
+def _gaussian_fd(mu_a, cov_a, mu_b, cov_b) -> float:
+    """Exact squared 2-Wasserstein distance of two Gaussians (what FD computes from fitted features)."""
+    from scipy.linalg import sqrtm
+    root = sqrtm(sqrtm(cov_a) @ cov_b @ sqrtm(cov_a)).real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def test_seed_reach_bounds_how_far_fd_to_the_real_set_moves():
+    rng = np.random.default_rng(0)
+    tight = 0
+    for _ in range(200):
+        gaussians = []
+        for _ in range(3):  # the real set, seed a's samples, seed b's samples
+            m = rng.normal(size=(4, 4))
+            gaussians.append((rng.normal(size=4), m @ m.T + 0.1 * np.eye(4)))
+        real, a, b = gaussians
+        fd_a, fd_b, between = _gaussian_fd(*a, *real), _gaussian_fd(*b, *real), _gaussian_fd(*a, *b)
+        reach = seed_reach(between, fd_a)
+        assert abs(fd_a - fd_b) <= reach + 1e-9
+        tight += abs(fd_a - fd_b) > 0.5 * reach
+    assert tight > 0  # the bound is met by some pairs, not vacuous
+    # collinear means, equal covariances: the bound is attained exactly
+    eye = np.eye(2)
+    assert seed_reach(_gaussian_fd(np.zeros(2), eye, np.array([1.0, 0]), eye), 4.0) == pytest.approx(
+        _gaussian_fd(np.array([3.0, 0]), eye, np.zeros(2), eye) - 4.0)
