@@ -14,18 +14,19 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 import spritediff.engine as engine
 from spritediff.cli import main as spritediff_main
+from spritediff.pixels import to_model_space
 from spritediff.schedule import Schedule
 
 
 def add_start_mean(data: str, value: float) -> None:
-    """Patch engine.initial_noise: x_T + value * sqrt(ab_T) * (the mean training image in [-1, 1], (C, H, W))."""
-    images = np.load(data).astype(np.float32) / 127.5 - 1.0  # (N, H, W, C) uint8 -> [-1, 1]
-    mean = torch.from_numpy(images.mean(0)).permute(2, 0, 1)
-    shift = value * Schedule.course().alpha_bar(500) ** 0.5 * mean
+    """Patch engine.initial_noise: x_T + value * sqrt(ab_T) * (the mean training image in [-1, 1], (C, H, W)),
+    ab_T of the course schedule (the shipped models' and the reference's)."""
+    mean = to_model_space(np.load(data)).mean(0)
+    schedule = Schedule.course()
+    shift = value * schedule.alpha_bar(schedule.T) ** 0.5 * mean
     plain = engine.initial_noise
     engine.initial_noise = lambda generators, shape: plain(generators, shape) + shift
 

@@ -298,8 +298,8 @@ class Evaluation:
         half_a, half_b = real_halves(self.real, self.args.seed)
         between = frechet_distance(self.features, first, second)
         first_fd = next((r["fd"] for r in self.rows if r["spec"] == str(noise_spec)), None)
-        if first_fd is None:
-            first_fd = self.quality.score(first)["fd"]
+        if first_fd is None:  # --noise-sampler outside --samplers: its FD alone, not the whole score
+            first_fd = frechet_distance(self.features, self.real, first)
         self.noise = {
             "fd_real_halves": round(frechet_distance(self.features, self.real[half_a], self.real[half_b]), 4),
             "real_halves_sizes": [int(half_a.sum()), int(half_b.sum())],

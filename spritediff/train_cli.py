@@ -119,7 +119,7 @@ def run_train(args) -> int:
                               "and under torchrun give --steps")
     device = resolve_device(args.device)
     data = load_data(args.data, args.labels, args.channels)
-    settings = run_settings(args, out, native_bf16=device.type == "cpu" and cpu_has_native_bf16())
+    settings = run_settings(args, out, native_bf16=bool(args.time) and device.type == "cpu" and cpu_has_native_bf16())
     config = TrainConfig(steps=train_steps(args, len(data), settings), **settings)
     record = None
     if args.time:

@@ -66,6 +66,12 @@ def test_eval_is_reproducible_and_options_reach_the_sampler(tiny_model_path, fak
     assert [r["family"] for r in a["results"]] == ["ddim eta=1", "ddpm variance=posterior"]
     assert a["results"][0]["options"] == {"eta": 1.0} and a["results"][0]["class_accuracy"] is None
     assert a["noise"]["two_seeds"]["spec"] == "ddim:2"
+    # a --noise-sampler outside --samplers gets the seed bound from its own FD, as it would as a row
+    assert run(["eval", "--model", tiny_model_path, "--data", fake_sprites, "--n", 8, "--out", tmp_path / "c",
+                "--samplers", "ddim:2"]) == 0
+    c = json.loads((tmp_path / "c" / "eval.json").read_text())
+    assert a["noise"]["fd_seed_reach"] == pytest.approx(
+        seed_reach(c["noise"]["fd_two_seeds"], c["results"][0]["fd"]), rel=1e-4)  # c's inputs rounded to 1e-4
     assert a["context"] == "none" and a["guidance"] is None  # no context: the guidance weight did nothing
 
 
