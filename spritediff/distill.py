@@ -1,16 +1,17 @@
 """Progressive distillation (Salimans and Ho, ICLR 2022): a student that takes one step where its teacher takes
-two, round after round, until it samples in `calls` model calls (docs/design.md, "Distillation").
+two (or `jump`), round after round, until it samples in `calls` model calls (docs/design.md, "Distillation").
 
-Round r (0-based) of a run from S0 = start_steps: the teacher samples with deterministic DDIM on the trailing grid
-of S0 / 2^r steps, the student on every other point of it, S0 / 2^(r+1) steps. Round 0's teacher is the given
+Round r (0-based) of a run from S0 = start_steps, J = jump: the teacher samples with deterministic DDIM on the
+trailing grid of S0 / J^r steps, the student on every J-th point of it, S0 / J^(r+1) steps. J = 2 is the paper's
+halving; J = S0 / calls is one round that distils the teacher's DDIM-S0 straight into the final student. Round 0's teacher is the given
 model with classifier-free guidance w (Meng et al., CVPR 2023: the guided teacher is the target); each later
 round's teacher is the previous round's student (its EMA weights), whose guidance is in its weights. Each round
 starts its student from its teacher's weights, with a fresh optimizer and EMA.
 
 A training step draws x0 (with its class, dropped to no context with p = context_drop) from the training data,
-a student step i (times t = s_i > t'' = s_(i+1), the teacher's midpoint t' between them) and the noise of
-x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; the teacher's two DDIM steps t -> t' -> t'' give x_t'', and the
-student's one step lands there exactly when its x0 prediction is the target (distillation_target)
+a student step i (times t = s_i > t'' = s_(i+1), the teacher's J - 1 grid points between them) and the noise of
+x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; the teacher's J DDIM steps from t give x_t'', and the student's one
+step lands there exactly when its x0 prediction is the target (distillation_target)
 
     x0_target = (x_t'' - (sigma_t''/sigma_t) x_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
 
@@ -64,12 +65,12 @@ def teacher_fingerprint(model: SpriteModel) -> str:
     return digest.hexdigest()
 
 
-def round_grids(schedule: Schedule, start_steps: int, calls: int) -> list[list[int]]:
-    """The grids of the rounds' teachers and the last student: the trailing grid of start_steps, then every other
-    point of the one before, down to `calls` steps. len = rounds + 1; round r's student is grids[r + 1]."""
+def round_grids(schedule: Schedule, start_steps: int, calls: int, jump: int = 2) -> list[list[int]]:
+    """The grids of the rounds' teachers and the last student: the trailing grid of start_steps, then every
+    jump-th point of the one before, down to `calls` steps. len = rounds + 1; round r's student is grids[r + 1]."""
     grids = [schedule.timesteps(start_steps, "trailing")]
     while len(grids[-1]) - 1 > calls:
-        grids.append(grids[-1][::2])
+        grids.append(grids[-1][::jump])
     return grids
 
 
@@ -80,23 +81,24 @@ def ddim_jump(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torc
     return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
 
 
-def distillation_target(eps_fn, x_t: torch.Tensor, t: torch.Tensor, t_mid: torch.Tensor, t_next: torch.Tensor,
+def distillation_target(eps_fn, x_t: torch.Tensor, path: list[torch.Tensor],
                         alphas_cumprod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x0_target, x_next): the teacher's two DDIM steps t -> t_mid -> t_next from x_t, and the x0 with which one
-    DDIM step t -> t_next lands on the same x_next.
+    """(x0_target, x_next): the teacher's DDIM steps from x_t along path = [t, ..., t_next], and the x0 with which
+    one DDIM step t -> t_next lands on the same x_next.
 
-    eps_fn(x (B,C,H,W), t (B,) long) -> eps; x_t (B,C,H,W); t > t_mid > t_next, each (B,) long; alphas_cumprod
-    (T+1,) on x_t's device and dtype. One step t -> t_next with x0 = x0_hat lands on
+    eps_fn(x (B,C,H,W), t (B,) long) -> eps; x_t (B,C,H,W); path: at least two strictly decreasing times, each (B,)
+    long; alphas_cumprod (T+1,) on x_t's device and dtype. One step t -> t_next with x0 = x0_hat lands on
     sqrt(ab'') x0_hat + sqrt(1 - ab'') (x_t - sqrt(ab) x0_hat) / sqrt(1 - ab); solving for x0_hat gives the target.
     """
     def ab(times):
         return alphas_cumprod[times].view(-1, *[1] * (x_t.dim() - 1))
 
-    ab_t, ab_mid, ab_next = ab(t), ab(t_mid), ab(t_next)
-    x_mid = ddim_jump(x_t, eps_fn(x_t, t), ab_t, ab_mid)
-    x_next = ddim_jump(x_mid, eps_fn(x_mid, t_mid), ab_mid, ab_next)
+    x = x_t
+    for here, there in zip(path, path[1:]):
+        x = ddim_jump(x, eps_fn(x, here), ab(here), ab(there))
+    ab_t, ab_next = ab(path[0]), ab(path[-1])
     ratio = ((1 - ab_next) / (1 - ab_t)).sqrt()
-    return (x_next - ratio * x_t) / (ab_next.sqrt() - ratio * ab_t.sqrt()), x_next
+    return (x - ratio * x_t) / (ab_next.sqrt() - ratio * ab_t.sqrt()), x
 
 
 def x0_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
@@ -119,7 +121,7 @@ class Distiller:
         config.check(teacher.schedule.T)
         self.config, self.teacher_model, self.data, self.device = config, teacher, data, device
         self.schedule = teacher.schedule
-        self.grids = round_grids(self.schedule, config.start_steps, config.calls)
+        self.grids = round_grids(self.schedule, config.start_steps, config.calls, config.jump)
         self.alphas_cumprod = self.schedule.alphas_cumprod.float().to(device)
         self.images = data.images.to(device)
         self.labels = None if data.labels is None else data.labels.to(device)
@@ -179,14 +181,15 @@ class Distiller:
         """One optimizer step; returns its loss. The step that ends a round starts the next one."""
         config, device = self.config, self.device
         rows, index, noise, keep = self.step_draws(self.step)
-        teacher_grid = torch.tensor(self.grids[self.round], device=device)
-        t, t_mid, t_next = (teacher_grid[2 * index.to(device) + k] for k in (0, 1, 2))
+        teacher_grid, jump = torch.tensor(self.grids[self.round], device=device), config.jump
+        path = [teacher_grid[jump * index.to(device) + k] for k in range(jump + 1)]
+        t = path[0]
         x0 = to_model_space(self.images[rows.to(device)])
         context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = noisy(x0, noise.to(device), ab)
         with torch.no_grad():
-            target, _ = distillation_target(self._teacher_eps(context), x_t, t, t_mid, t_next, self.alphas_cumprod)
+            target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         low = config.precision == "bf16"
@@ -216,7 +219,7 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = state["config"]
+        saved = {"jump": 2, **state["config"]}  # a run older than --jump halved
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "

@@ -23,8 +23,8 @@ def add_distill_parser(sub) -> None:
     p = sub.add_parser("distill",
                        description="Progressive distillation (Salimans and Ho 2022) of a teacher's guided "
                                    "deterministic DDIM: each round trains a student to take one step where the "
-                                   "teacher (the previous round's student) takes two, from --start-steps down to "
-                                   "--calls. The student predicts v (or x0), samples every class and no context, "
+                                   "teacher (the previous round's student) takes two (--jump), from --start-steps "
+                                   "down to --calls. The student predicts v (or x0), samples every class and no context, "
                                    "and records its grid, sampler and guidance: `spritediff sample --model OUT` "
                                    "uses them. Writes OUT, OUT's .train.pt (resumable state) and .log.jsonl beside "
                                    "it, and each finished round's student as OUT-callsN.safetensors.")
@@ -39,8 +39,12 @@ def add_distill_parser(sub) -> None:
     p.add_argument("--calls", type=positive_int, default=d.calls,
                    help=f"model calls of the final student per sample (default {d.calls})")
     p.add_argument("--start-steps", type=positive_int, default=d.start_steps,
-                   help=f"the teacher's DDIM steps that the first round halves: --calls times a power of 2 "
-                        f"(default {d.start_steps}: with --calls 4, four rounds 64 -> 32 -> 16 -> 8 -> 4)")
+                   help=f"the teacher's DDIM steps that the first round divides by --jump: --calls times a power of "
+                        f"--jump (default {d.start_steps}: with --calls 4, four rounds 64 -> 32 -> 16 -> 8 -> 4)")
+    p.add_argument("--jump", type=positive_int, default=d.jump,
+                   help=f"teacher steps that one student step learns to take, every round (default {d.jump}, "
+                        f"progressive halving); --start-steps / --calls gives one round, e.g. --start-steps 20 "
+                        f"--calls 4 --jump 5 distils the teacher's DDIM-20 straight into 4 calls")
     p.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round,
                    help=f"optimizer steps in each round (default {d.steps_per_round})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
@@ -92,7 +96,8 @@ def run_distill(args) -> int:
     if teacher.net.n_cfeat == 0 and args.guidance not in (None, 0):
         raise SpriteDiffError(f"--guidance {args.guidance:g}: the teacher has no classes, so nothing to guide")
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if teacher.net.n_cfeat else 0.0
-    config = DistillConfig(calls=args.calls, start_steps=args.start_steps, steps_per_round=args.steps_per_round,
+    config = DistillConfig(calls=args.calls, start_steps=args.start_steps, jump=args.jump,
+                           steps_per_round=args.steps_per_round,
                            batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision)
     config.check(teacher.schedule.T)

@@ -18,7 +18,9 @@ class DistillConfig:
     """What defines a distillation run; resuming requires the same values."""
 
     calls: int = 4  # the final student's model calls per sample
-    start_steps: int = 64  # the teacher's DDIM steps that round 0 halves: calls * 2^rounds
+    start_steps: int = 64  # the teacher's DDIM steps that round 0 divides by jump: calls * jump^rounds
+    jump: int = 2  # teacher steps a student step replaces, every round: 2 halves (Salimans and Ho), start_steps /
+    # calls distils the teacher's DDIM-start_steps in one round
     steps_per_round: int = 2000  # optimizer steps in each round
     batch: int = 64
     lr: float = 3e-4  # Adam; decays linearly to 0 within each round (docs/design.md 4.16: 1e-4, 3e-4 and 1e-3 tried)
@@ -32,7 +34,7 @@ class DistillConfig:
 
     @property
     def rounds(self) -> int:
-        return round(math.log2(self.start_steps / self.calls))
+        return round(math.log(self.start_steps / self.calls, self.jump)) if self.jump >= 2 else 0
 
     def check(self, T: int) -> None:
         """A SpriteDiffError naming the first setting out of range, for a teacher of T steps."""
@@ -42,12 +44,13 @@ class DistillConfig:
         if not 1 <= self.calls <= T // 2:
             raise SpriteDiffError(f"--calls must be between 1 and {T // 2} (half the teacher's T={T}), "
                                   f"got {self.calls}")
-        ratio = self.start_steps / self.calls
-        if self.start_steps > T or ratio < 2 or ratio != 2 ** round(math.log2(ratio)):
-            raise SpriteDiffError(f"--start-steps must be --calls times a power of 2 (at least 2), at most T={T}: "
-                                  f"with --calls {self.calls}, one of "
-                                  f"{', '.join(str(self.calls * 2**k) for k in range(1, 12) if self.calls * 2**k <= T)}"
-                                  f"; got {self.start_steps}")
+        if not 2 <= self.jump <= T:
+            raise SpriteDiffError(f"bad --jump: {self.jump!r} (at least 2: the teacher steps one student step replaces)")
+        if self.start_steps > T or self.rounds < 1 or self.start_steps != self.calls * self.jump ** self.rounds:
+            powers = [self.calls * self.jump ** k for k in range(1, 12) if self.calls * self.jump ** k <= T]
+            raise SpriteDiffError(f"--start-steps must be --calls times a power of --jump (at least 1), at most T={T}: "
+                                  f"with --calls {self.calls} and --jump {self.jump}, one of "
+                                  f"{', '.join(map(str, powers)) or 'none'}; got {self.start_steps}")
         for name, ok in (("steps_per_round", 1 <= self.steps_per_round <= MAX_ROUND_STEPS),
                          ("batch", 1 <= self.batch <= 100_000), ("lr", self.lr > 0), ("guidance", self.guidance >= 0),
                          ("prediction", self.prediction in STUDENT_PREDICTIONS),

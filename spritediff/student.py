@@ -23,7 +23,7 @@ class StudentSchedule:
     """timesteps: the grid, calls + 1 strictly decreasing ints from <= T to 0; guidance: the teacher's
     classifier-free guidance weight the student reproduces with its context (its no-context path is the
     teacher's unguided one); teacher: a record of the teacher (model, sha256 of its weights, command);
-    start_steps: the teacher's DDIM steps the first round halved."""
+    start_steps: the teacher's DDIM steps the first round divided."""
 
     timesteps: tuple[int, ...]
     guidance: float

@@ -57,7 +57,7 @@ def test_one_student_step_towards_the_target_lands_where_two_teacher_steps_land(
     t, t_mid, t_next = TEACHER_GRID[2 * step:2 * step + 3]
     x_t = noised(mixture, t, seed=step)
     n = len(x_t)
-    target, x_next = distillation_target(eps, x_t, full(t, n), full(t_mid, n), full(t_next, n),
+    target, x_next = distillation_target(eps, x_t, [full(t, n), full(t_mid, n), full(t_next, n)],
                                          SCHEDULE.alphas_cumprod)
     teacher = states_at(eps, x_t, TEACHER_GRID[2 * step:])
     assert torch.allclose(x_next, teacher[t_next], rtol=0, atol=1e-12)
@@ -83,10 +83,10 @@ def test_target_is_batched_per_sample():
     grid = torch.tensor(TEACHER_GRID)
     t, t_mid, t_next = (grid[2 * steps + k] for k in range(3))
     x_t = torch.cat([noised(mixture, int(time), n=1, seed=i) for i, time in enumerate(t)])
-    together, _ = distillation_target(eps, x_t, t, t_mid, t_next, SCHEDULE.alphas_cumprod)
+    together, _ = distillation_target(eps, x_t, [t, t_mid, t_next], SCHEDULE.alphas_cumprod)
     for row in range(len(steps)):
-        alone, _ = distillation_target(eps, x_t[row:row + 1], t[row:row + 1], t_mid[row:row + 1],
-                                       t_next[row:row + 1], SCHEDULE.alphas_cumprod)
+        alone, _ = distillation_target(eps, x_t[row:row + 1], [t[row:row + 1], t_mid[row:row + 1],
+                                       t_next[row:row + 1]], SCHEDULE.alphas_cumprod)
         assert torch.allclose(together[row:row + 1], alone, rtol=0, atol=1e-14)
 
 
@@ -106,6 +106,37 @@ def test_round_grids_halve_down_to_the_calls():
     assert grids[-1] == [500, 375, 250, 125, 0] and all(g[::2] == h for g, h in zip(grids, grids[1:]))
 
 
+@pytest.mark.parametrize("step", range(4))
+def test_a_five_step_jump_lands_where_the_teachers_ddim_20_lands(step):
+    """--jump 5 from DDIM-20 to 4 calls: on the oracle, the x0 target turned back into one DDIM step reaches the
+    teacher's state five of its DDIM-20 steps later, and the last step's target is the teacher's sample."""
+    mixture = GaussianMixture.small()
+    eps = mixture.eps_fn(SCHEDULE)
+    teacher_grid, student_grid = round_grids(SCHEDULE, 20, 4, jump=5)
+    assert student_grid == [500, 375, 250, 125, 0] and teacher_grid[::5] == student_grid
+    path = teacher_grid[5 * step:5 * step + 6]
+    x_t = noised(mixture, path[0], seed=step)
+    n = len(x_t)
+    target, x_next = distillation_target(eps, x_t, [full(t, n) for t in path], SCHEDULE.alphas_cumprod)
+    teacher = states_at(eps, x_t, teacher_grid[5 * step:])
+    assert torch.allclose(x_next, teacher[path[-1]], rtol=0, atol=1e-12)
+    ab, ab_next = SCHEDULE.alpha_bar(path[0]), SCHEDULE.alpha_bar(path[-1])
+    one_step = math.sqrt(ab_next) * target + math.sqrt(1 - ab_next) * (x_t - math.sqrt(ab) * target) / math.sqrt(1 - ab)
+    assert torch.allclose(one_step, teacher[path[-1]], rtol=0, atol=1e-11)
+    if path[-1] == 0:
+        assert torch.allclose(target, teacher[0], rtol=0, atol=1e-12)
+
+
+def test_jump_sets_the_rounds_and_refuses_a_start_it_does_not_divide():
+    assert DistillConfig(calls=4, start_steps=20, jump=5).rounds == 1
+    assert DistillConfig(calls=2, start_steps=18, jump=3).rounds == 2
+    assert [len(g) - 1 for g in round_grids(SCHEDULE, 18, 2, jump=3)] == [18, 6, 2]
+    DistillConfig(calls=4, start_steps=20, jump=5).check(SCHEDULE.T)
+    for bad, words in (({"start_steps": 16, "jump": 5}, "20, 100"), ({"start_steps": 20, "jump": 1}, "--jump")):
+        with pytest.raises(spritediff.SpriteDiffError, match=words):
+            DistillConfig(calls=4, **bad).check(SCHEDULE.T)
+
+
 class OracleStudent(nn.Module):
     """A stand-in for a perfect v student of the oracle: at each point of the student grid it outputs the v of the
     exact distillation target (two exact teacher DDIM steps). Computes in float64; sample() casts to float32."""
@@ -117,8 +148,8 @@ class OracleStudent(nn.Module):
     def v(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         index = torch.tensor([STUDENT_GRID.index(int(time)) for time in t])
         grid = torch.tensor(TEACHER_GRID)
-        target, _ = distillation_target(self.mixture.eps_fn(SCHEDULE), x, grid[2 * index], grid[2 * index + 1],
-                                        grid[2 * index + 2], SCHEDULE.alphas_cumprod)
+        target, _ = distillation_target(self.mixture.eps_fn(SCHEDULE), x, [grid[2 * index + k] for k in range(3)],
+                                        SCHEDULE.alphas_cumprod)
         ab = SCHEDULE.alphas_cumprod[t].view(-1, 1, 1, 1)
         return (ab.sqrt() * x - target) / (1 - ab).sqrt()  # x0 = sqrt(ab) x - sqrt(1 - ab) v
 
@@ -198,6 +229,16 @@ def teacher_folder(tmp_path_factory):
 def finished(teacher_folder):
     assert run(distill_args(teacher_folder)) == 0
     return teacher_folder / "student.safetensors"
+
+
+def test_a_jump_of_four_distils_ddim_8_into_two_calls_in_one_round(teacher_folder):
+    out = teacher_folder / "direct.safetensors"
+    assert run(distill_args(teacher_folder, "direct.safetensors", "--jump", 4)) == 0
+    student = load_model(out)
+    assert student.student.timesteps == (500, 250, 0) and student.info["config"]["jump"] == 4
+    log = [json.loads(line) for line in out.with_name("direct.log.jsonl").read_text().splitlines()]
+    assert [entry["round"] for entry in log] == [1, 1, 1] and {entry["calls"] for entry in log} == {2}
+    assert not out.with_name("direct-calls2.safetensors").exists()  # one round: no intermediate student
 
 
 def test_student_file_records_its_schedule_and_teacher(finished, teacher_folder):
