@@ -39,7 +39,8 @@ from .train_config import COURSE_STEPS, MAX_BATCH, MAX_STEPS, PRECISIONS, TrainC
 
 STATE_KEYS = ("config", "step", "net", "ema", "optimizer")
 PREDATED = {"ema_warmup": False}  # what a checkpoint made before a setting existed did, where that is not its default
-PROBE_STEPS = 5  # steps timed by --time (after one warm-up step) to choose a run's length
+PROBE_WARMUP = 3  # untimed first steps of --time's probe: the first few run up to 1.7x slower than the rest
+PROBE_STEPS = 20  # steps timed by --time (after the warm-up) to choose a run's length
 EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)
 
 
@@ -264,13 +265,14 @@ def fit_to_time(config: TrainConfig, data: SpriteData, device: torch.device, sec
                 probe_steps: int = PROBE_STEPS) -> tuple[TrainConfig, dict]:
     """config with `steps` and `ema` chosen so that the run fits `seconds` of wall time, and the record of how.
 
-    A throwaway Trainer times probe_steps steps after one warm-up on this machine; the run gets as many steps as
+    A throwaway Trainer times probe_steps steps after PROBE_WARMUP untimed ones on this machine; the run gets as many steps as
     the rest of the budget holds at that pace (at least 1), its learning rate decays to 0 over them, and its EMA
     decay is 1 - 1 / (EMA_LENGTH * steps), capped at config.ema, so the saved weights average the run's last
     tenth however short it is. The length is fixed before the run starts: a resumed run repeats it exactly."""
     start = time.perf_counter()
     probe = Trainer(replace(config, steps=MAX_STEPS), data, device)
-    probe.train_step()
+    for _ in range(PROBE_WARMUP):
+        probe.train_step()
     timed = time.perf_counter()
     for _ in range(probe_steps):
         probe.train_step()

@@ -568,6 +568,27 @@ def test_time_fits_the_run_to_the_budget_and_records_it(tmp_path, capsys):
     assert info["config"]["min_snr_gamma"] == 5.0  # --time's recipe
 
 
+def test_time_probe_leaves_the_slow_first_steps_out_of_its_pace(tmp_path, monkeypatch):
+    """A machine whose first steps are slow (caches, allocator, oneDNN's kernels) must not shorten the run: the
+    probe times only steps after its warm-up. On a fake clock the first three steps take 0.3 s, the rest 0.01 s."""
+    clock = [0.0]
+
+    def fake_step(self):
+        clock[0] += 0.3 if fake_step.calls < train_module.PROBE_WARMUP else 0.01
+        fake_step.calls += 1
+        return 0.0
+
+    fake_step.calls = 0
+    monkeypatch.setattr(Trainer, "train_step", fake_step)
+    data = load_data(str(small_data(tmp_path)[0]))
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    config, record = train_module.fit_to_time(TrainConfig(n_feat=8, batch=8), data, torch.device("cpu"), 20.0)
+    assert fake_step.calls == train_module.PROBE_WARMUP + train_module.PROBE_STEPS
+    assert record["probe_seconds_per_step"] == pytest.approx(0.01)
+    spent = 0.3 * train_module.PROBE_WARMUP + 0.01 * train_module.PROBE_STEPS
+    assert abs(config.steps - (20.0 - spent) / 0.01) <= 1
+
+
 def test_time_recipe_yields_to_what_is_given(tmp_path):
     x, y = small_data(tmp_path)
     args = ["train", "--data", x, "--labels", y, "--n-feat", 8, "--batch", 8]
