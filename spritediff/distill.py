@@ -3,10 +3,10 @@ two (or `jump`), round after round, until it samples in `calls` model calls (doc
 
 Round r (0-based) of a run from S0 = start_steps, J = jump: the teacher samples with deterministic DDIM on the
 trailing grid of S0 / J^r steps, the student on every J-th point of it, S0 / J^(r+1) steps. J = 2 is the paper's
-halving; J = S0 / calls is one round that distils the teacher's DDIM-S0 straight into the final student. Round 0's teacher is the given
-model with classifier-free guidance w (Meng et al., CVPR 2023: the guided teacher is the target); each later
-round's teacher is the previous round's student (its EMA weights), whose guidance is in its weights. Each round
-starts its student from its teacher's weights, with a fresh optimizer and EMA.
+halving; J = S0 / calls is one round that distils the teacher's DDIM-S0 straight into the final student. Round 0's
+teacher is the given model with classifier-free guidance w (Meng et al., CVPR 2023: the guided teacher is the
+target); each later round's teacher is the previous round's student (its EMA weights), whose guidance is in its
+weights. Each round starts its student from its teacher's weights, with a fresh optimizer and EMA.
 
 A training step draws x0 (with its class, dropped to no context with p = context_drop) from the training data,
 a student step i (times t = s_i > t'' = s_(i+1), the teacher's J - 1 grid points between them) and the noise of

@@ -24,10 +24,11 @@ def add_distill_parser(sub) -> None:
                        description="Progressive distillation (Salimans and Ho 2022) of a teacher's guided "
                                    "deterministic DDIM: each round trains a student to take one step where the "
                                    "teacher (the previous round's student) takes two (--jump), from --start-steps "
-                                   "down to --calls. The student predicts v (or x0), samples every class and no context, "
-                                   "and records its grid, sampler and guidance: `spritediff sample --model OUT` "
-                                   "uses them. Writes OUT, OUT's .train.pt (resumable state) and .log.jsonl beside "
-                                   "it, and each finished round's student as OUT-callsN.safetensors.")
+                                   "down to --calls. The student predicts v (or x0), samples every class and no "
+                                   "context, and records its grid, sampler and guidance: `spritediff sample "
+                                   "--model OUT` uses them. Writes OUT, OUT's .train.pt (resumable state) and "
+                                   ".log.jsonl beside it, and each finished round's student as "
+                                   "OUT-callsN.safetensors.")
     p.add_argument("--teacher", required=True, metavar="MODEL",
                    help="the model to distil: a .safetensors or course .pth file, or 'default' (the shipped model)")
     p.add_argument("--data", required=True,

@@ -45,7 +45,8 @@ class DistillConfig:
             raise SpriteDiffError(f"--calls must be between 1 and {T // 2} (half the teacher's T={T}), "
                                   f"got {self.calls}")
         if not 2 <= self.jump <= T:
-            raise SpriteDiffError(f"bad --jump: {self.jump!r} (at least 2: the teacher steps one student step replaces)")
+            raise SpriteDiffError(f"bad --jump: {self.jump!r} (at least 2: the teacher steps one student step "
+                                  f"replaces)")
         if self.start_steps > T or self.rounds < 1 or self.start_steps != self.calls * self.jump ** self.rounds:
             powers = [self.calls * self.jump ** k for k in range(1, 12) if self.calls * self.jump ** k <= T]
             raise SpriteDiffError(f"--start-steps must be --calls times a power of --jump (at least 1), at most T={T}: "

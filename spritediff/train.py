@@ -265,10 +265,11 @@ def fit_to_time(config: TrainConfig, data: SpriteData, device: torch.device, sec
                 probe_steps: int = PROBE_STEPS) -> tuple[TrainConfig, dict]:
     """config with `steps` and `ema` chosen so that the run fits `seconds` of wall time, and the record of how.
 
-    A throwaway Trainer times probe_steps steps after PROBE_WARMUP untimed ones on this machine; the run gets as many steps as
-    the rest of the budget holds at that pace (at least 1), its learning rate decays to 0 over them, and its EMA
-    decay is 1 - 1 / (EMA_LENGTH * steps), capped at config.ema, so the saved weights average the run's last
-    tenth however short it is. The length is fixed before the run starts: a resumed run repeats it exactly."""
+    A throwaway Trainer times probe_steps steps after PROBE_WARMUP untimed ones on this machine; the run gets as
+    many steps as the rest of the budget holds at that pace (at least 1), its learning rate decays to 0 over them,
+    and its EMA decay is 1 - 1 / (EMA_LENGTH * steps), capped at config.ema, so the saved weights average the
+    run's last tenth however short it is. The length is fixed before the run starts: a resumed run repeats it
+    exactly."""
     start = time.perf_counter()
     probe = Trainer(replace(config, steps=MAX_STEPS), data, device)
     for _ in range(PROBE_WARMUP):

@@ -48,18 +48,22 @@ def full(t: int, n: int) -> torch.Tensor:
     return torch.full((n,), t, dtype=torch.long)
 
 
-@pytest.mark.parametrize("step", range(len(STUDENT_GRID) - 1))
-def test_one_student_step_towards_the_target_lands_where_two_teacher_steps_land(step):
+@pytest.mark.parametrize("start_steps, jump, step", [(8, 2, step) for step in range(4)] +
+                         [(20, 5, step) for step in range(4)])
+def test_one_student_step_towards_the_target_lands_where_the_teachers_steps_land(start_steps, jump, step):
     """With the exact oracle eps as teacher, the x0 target turned back into a DDIM step t -> t'' (by the
-    samplers' own DDIM) reaches the teacher's x_t'' after t -> t' -> t'' to float64 precision."""
+    samplers' own DDIM) reaches the teacher's x_t'' after its `jump` steps to float64 precision: two steps of
+    DDIM-8 (the halving), and five of DDIM-20 (--jump 5, one round to 4 calls)."""
     mixture = GaussianMixture.small()
     eps = mixture.eps_fn(SCHEDULE)
-    t, t_mid, t_next = TEACHER_GRID[2 * step:2 * step + 3]
+    teacher_grid, student_grid = round_grids(SCHEDULE, start_steps, 4, jump)
+    assert student_grid == STUDENT_GRID and teacher_grid[::jump] == student_grid
+    path = teacher_grid[jump * step:jump * step + jump + 1]
+    t, t_next = path[0], path[-1]
     x_t = noised(mixture, t, seed=step)
     n = len(x_t)
-    target, x_next = distillation_target(eps, x_t, [full(t, n), full(t_mid, n), full(t_next, n)],
-                                         SCHEDULE.alphas_cumprod)
-    teacher = states_at(eps, x_t, TEACHER_GRID[2 * step:])
+    target, x_next = distillation_target(eps, x_t, [full(time, n) for time in path], SCHEDULE.alphas_cumprod)
+    teacher = states_at(eps, x_t, teacher_grid[jump * step:])
     assert torch.allclose(x_next, teacher[t_next], rtol=0, atol=1e-12)
 
     def student_eps(x, times):  # the step from t predicts x0 = target; the rest of the way is the oracle's
@@ -68,7 +72,7 @@ def test_one_student_step_towards_the_target_lands_where_two_teacher_steps_land(
         ab = SCHEDULE.alpha_bar(t)
         return (x - math.sqrt(ab) * target) / math.sqrt(1 - ab)
 
-    student = states_at(student_eps, x_t, [t, *TEACHER_GRID[2 * step + 2:]])
+    student = states_at(student_eps, x_t, [t, *teacher_grid[jump * step + jump:]])
     assert torch.allclose(student[t_next], teacher[t_next], rtol=0, atol=1e-12)
     assert torch.allclose(student[0], teacher[0], rtol=0, atol=1e-11)
     if t_next == 0:  # the last step's target is the teacher's own result
@@ -104,27 +108,6 @@ def test_round_grids_halve_down_to_the_calls():
     grids = round_grids(SCHEDULE, 64, 4)
     assert [len(g) - 1 for g in grids] == [64, 32, 16, 8, 4] and DistillConfig(calls=4, start_steps=64).rounds == 4
     assert grids[-1] == [500, 375, 250, 125, 0] and all(g[::2] == h for g, h in zip(grids, grids[1:]))
-
-
-@pytest.mark.parametrize("step", range(4))
-def test_a_five_step_jump_lands_where_the_teachers_ddim_20_lands(step):
-    """--jump 5 from DDIM-20 to 4 calls: on the oracle, the x0 target turned back into one DDIM step reaches the
-    teacher's state five of its DDIM-20 steps later, and the last step's target is the teacher's sample."""
-    mixture = GaussianMixture.small()
-    eps = mixture.eps_fn(SCHEDULE)
-    teacher_grid, student_grid = round_grids(SCHEDULE, 20, 4, jump=5)
-    assert student_grid == [500, 375, 250, 125, 0] and teacher_grid[::5] == student_grid
-    path = teacher_grid[5 * step:5 * step + 6]
-    x_t = noised(mixture, path[0], seed=step)
-    n = len(x_t)
-    target, x_next = distillation_target(eps, x_t, [full(t, n) for t in path], SCHEDULE.alphas_cumprod)
-    teacher = states_at(eps, x_t, teacher_grid[5 * step:])
-    assert torch.allclose(x_next, teacher[path[-1]], rtol=0, atol=1e-12)
-    ab, ab_next = SCHEDULE.alpha_bar(path[0]), SCHEDULE.alpha_bar(path[-1])
-    one_step = math.sqrt(ab_next) * target + math.sqrt(1 - ab_next) * (x_t - math.sqrt(ab) * target) / math.sqrt(1 - ab)
-    assert torch.allclose(one_step, teacher[path[-1]], rtol=0, atol=1e-11)
-    if path[-1] == 0:
-        assert torch.allclose(target, teacher[0], rtol=0, atol=1e-12)
 
 
 def test_jump_sets_the_rounds_and_refuses_a_start_it_does_not_divide():
