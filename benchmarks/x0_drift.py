@@ -13,7 +13,6 @@ share of near-black pixels (every channel below 20); plots the curves.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import matplotlib
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import spritediff
+from compare_grids import model_label
 from sampler_probes import add_start_mean
 from spritediff.pixels import to_model_space
 
@@ -44,12 +44,6 @@ def x0_means(model, sampler: str, steps: int, context: np.ndarray, seed: int) ->
 def brightness(images: np.ndarray) -> str:
     """Mean pixel value (0..255) and the share of pixels with every channel below DARK."""
     return f"mean {images.astype(np.float32).mean():5.1f}, near-black {100 * (images.max(-1) < DARK).mean():4.1f} %"
-
-
-def short_name(name: str) -> str:
-    """A model file's folder and stem (runs/x/model.safetensors -> x/model); a shipped name as it is."""
-    path = Path(name)
-    return f"{path.parent.name}/{path.stem}" if path.suffix else name
 
 
 def main() -> None:
@@ -78,7 +72,7 @@ def main() -> None:
             curve, images = x0_means(model, sampler, int(steps), context, args.seed)
             shown = curve[:: max(1, len(curve) // 10)]
             print(f"{name} {spec}: " + " ".join(f"t{t} {m:+.3f}" for t, m in shown) + f" | {brightness(images)}")
-            ax.plot([t for t, _ in curve], [m for _, m in curve], marker=".", label=f"{short_name(name)} {spec}")
+            ax.plot([t for t, _ in curve], [m for _, m in curve], marker=".", label=f"{model_label(name)} {spec}")
     ax.axhline(data_mean, color="k", ls="--", label="data mean")
     ax.invert_xaxis()
     ax.set_xlabel("t (sampling runs left to right, from T = 500 to 0)")
