@@ -19,6 +19,15 @@ alpha = sqrt(ab), sigma = sqrt(1 - ab). The loss is max(SNR_t, 1) |x0_student - 
 The student outputs v (or x0): eps-prediction cannot give x0 at the noisiest step, where alpha_T ~ 0.08 would
 multiply its error by 12.
 
+States. By default (states "data") x_t is the training data noised, the distribution the teacher learned. A
+few-step student samples elsewhere: from its second call on, its input is its own last output, which lies on the
+teacher's deterministic path from pure noise, not on the data's noising (DDIM's paths drift from it:
+docs/default_model.md). With states "teacher" (one round only) the run first draws `paths` paths of the guided
+teacher's DDIM from pure noise, each with a context drawn as a training row's (dropped with p = context_drop),
+and keeps every path's states at the student's grid; a training step draws (path, i) and learns the step from
+state i to state i + 1, whose target is the same closed form (landing_x0) with no teacher call. Path j's noise
+and context come from generators keyed by (seed, j, 1), so a resumed run draws the same paths again.
+
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
 """
@@ -54,6 +63,7 @@ from .student import StudentSchedule
 from .train import batch_indices, ema_update, log_path, machine_name, noisy, state_path
 
 STATE_KEYS = ("config", "step", "student", "ema", "optimizer", "teacher")
+PATH_BATCH = 256  # teacher paths drawn per batch at the start of a run with states "teacher"
 
 
 def teacher_fingerprint(model: SpriteModel) -> str:
@@ -96,9 +106,28 @@ def distillation_target(eps_fn, x_t: torch.Tensor, path: list[torch.Tensor],
     x = x_t
     for here, there in zip(path, path[1:]):
         x = ddim_jump(x, eps_fn(x, here), ab(here), ab(there))
-    ab_t, ab_next = ab(path[0]), ab(path[-1])
+    return landing_x0(x_t, x, ab(path[0]), ab(path[-1])), x
+
+
+def landing_x0(x_t: torch.Tensor, x_next: torch.Tensor, ab_t: torch.Tensor, ab_next: torch.Tensor) -> torch.Tensor:
+    """The x0 with which one DDIM step from x_t at ab_t lands on x_next at ab_next (B,C,H,W); ab_t, ab_next
+    broadcastable to them."""
     ratio = ((1 - ab_next) / (1 - ab_t)).sqrt()
-    return (x - ratio * x_t) / (ab_next.sqrt() - ratio * ab_t.sqrt()), x
+    return (x_next - ratio * x_t) / (ab_next.sqrt() - ratio * ab_t.sqrt())
+
+
+def path_states(eps_fn, x_T: torch.Tensor, grid: list[int], keep_every: int,
+                alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """The deterministic DDIM path from x_T (B,C,H,W) along grid (decreasing times, grid[0] = T), kept at grid[0],
+    grid[keep_every], ...: (B, len(grid[::keep_every]), C, H, W). eps_fn(x, t (B,) long) -> eps."""
+    times = [torch.full((len(x_T),), t, dtype=torch.long, device=x_T.device) for t in grid]
+    kept, x = [x_T], x_T
+    for k, (here, there) in enumerate(zip(times, times[1:]), start=1):
+        x = ddim_jump(x, eps_fn(x, here), alphas_cumprod[here].view(-1, 1, 1, 1),
+                      alphas_cumprod[there].view(-1, 1, 1, 1))
+        if k % keep_every == 0:
+            kept.append(x)
+    return torch.stack(kept, 1)
 
 
 def x0_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
@@ -117,7 +146,8 @@ class Distiller:
     """The rounds' teacher and student, the student's EMA and optimizer, and the global step; saves and restores
     all of them."""
 
-    def __init__(self, config: DistillConfig, teacher: SpriteModel, data: SpriteData, device: torch.device):
+    def __init__(self, config: DistillConfig, teacher: SpriteModel, data: SpriteData, device: torch.device,
+                 progress: bool = False):
         config.check(teacher.schedule.T)
         self.config, self.teacher_model, self.data, self.device = config, teacher, data, device
         self.schedule = teacher.schedule
@@ -128,6 +158,7 @@ class Distiller:
         self.step = 0
         self._set_teacher(copy.deepcopy(teacher.net).to(device))
         self._start_round(self.teacher_net)
+        self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
 
     @property
     def round(self) -> int:
@@ -174,14 +205,37 @@ class Distiller:
         index = torch.randint(0, len(self.grids[self.round + 1]) - 1, (config.batch,), generator=g)
         noise = torch.randn((config.batch, channels, height, width), generator=g)
         keep = (torch.rand(config.batch, generator=g) >= config.context_drop).float()
+        if config.states == "teacher":
+            return torch.randint(0, config.paths, (config.batch,), generator=g), index, noise, keep
         rows = batch_indices(step, config.batch, len(self.data), config.seed)
         return rows, index, noise, keep
 
-    def train_step(self) -> float:
-        """One optimizer step; returns its loss. The step that ends a round starts the next one."""
-        config, device = self.config, self.device
-        rows, index, noise, keep = self.step_draws(self.step)
-        teacher_grid, jump = torch.tensor(self.grids[self.round], device=device), config.jump
+    def _draw_paths(self, progress: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The guided teacher's DDIM paths on round 0's teacher grid, kept at the student's grid: (paths,
+        calls + 1, C, H, W) on the device, and each path's (paths, K) context row (None without classes).
+        Path j's x_T, data row and dropout come from generator (seed, j, 1)."""
+        config, n = self.config, self.config.paths
+        _, height, width, channels = self.images.shape
+        noise, rows, keep = torch.empty((n, channels, height, width)), torch.empty(n, dtype=torch.long), torch.empty(n)
+        for j in range(n):
+            g = keyed_generator(config.seed, j, 1)
+            noise[j] = torch.randn((channels, height, width), generator=g)
+            rows[j] = torch.randint(0, len(self.data), (1,), generator=g)
+            keep[j] = float(torch.rand(1, generator=g).item() >= config.context_drop)
+        contexts = None if self.labels is None else self.labels[rows.to(self.device)] * keep.to(self.device)[:, None]
+        chunks = []
+        for lo in tqdm(range(0, n, PATH_BATCH), desc="teacher paths", unit="batch", disable=not progress or None,
+                       dynamic_ncols=True):
+            context = None if contexts is None else contexts[lo:lo + PATH_BATCH]
+            with torch.no_grad():
+                chunks.append(path_states(self._teacher_eps(context), noise[lo:lo + PATH_BATCH].to(self.device),
+                                          self.grids[0], config.jump, self.alphas_cumprod).float())
+        return torch.cat(chunks), contexts
+
+    def _data_batch(self, rows, index, noise, keep):
+        """x_t (the data noised at the student's times), t, ab_t, context and the teacher's x0 target."""
+        device, jump = self.device, self.config.jump
+        teacher_grid = torch.tensor(self.grids[self.round], device=device)
         path = [teacher_grid[jump * index.to(device) + k] for k in range(jump + 1)]
         t = path[0]
         x0 = to_model_space(self.images[rows.to(device)])
@@ -190,6 +244,26 @@ class Distiller:
         x_t = noisy(x0, noise.to(device), ab)
         with torch.no_grad():
             target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
+        return x_t, t, ab, context, target
+
+    def _path_batch(self, rows, index):
+        """x_t (state i of teacher paths `rows`), t, ab_t, context and the x0 that lands on state i + 1."""
+        rows, index = rows.to(self.device), index.to(self.device)
+        student_grid = torch.tensor(self.grids[1], device=self.device)
+        t, ab = student_grid[index], self.alphas_cumprod[student_grid[index]].view(-1, 1, 1, 1)
+        ab_next = self.alphas_cumprod[student_grid[index + 1]].view(-1, 1, 1, 1)
+        x_t, x_next = self.paths[rows, index], self.paths[rows, index + 1]
+        context = None if self.path_contexts is None else self.path_contexts[rows]
+        return x_t, t, ab, context, landing_x0(x_t, x_next, ab, ab_next)
+
+    def train_step(self) -> float:
+        """One optimizer step; returns its loss. The step that ends a round starts the next one."""
+        config, device = self.config, self.device
+        rows, index, noise, keep = self.step_draws(self.step)
+        if config.states == "teacher":
+            x_t, t, ab, context, target = self._path_batch(rows, index)
+        else:
+            x_t, t, ab, context, target = self._data_batch(rows, index, noise, keep)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
         low = config.precision == "bf16"
@@ -219,7 +293,7 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = {"jump": 2, **state["config"]}  # a run older than --jump halved
+        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "
@@ -311,7 +385,7 @@ def run_distillation(config: DistillConfig, teacher: SpriteModel, data: SpriteDa
     continued (resume) or replaced (overwrite); with neither, it is a user error (checked by the caller)."""
     check_teacher(teacher, teacher.path or "default")
     check_data_fits(teacher, data)
-    distiller = Distiller(config, teacher, data, device)
+    distiller = Distiller(config, teacher, data, device, progress)
     if resume:
         distiller.load_state(state_path(out))
     if overwrite:

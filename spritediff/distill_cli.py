@@ -17,7 +17,7 @@ from .errors import SpriteDiffError
 def add_distill_parser(sub) -> None:
     from .arguments import add_device_argument, nonnegative_float, positive_float, positive_int, seed_int
     from .defaults import DEFAULT_GUIDANCE
-    from .distill_config import PRECISIONS, STUDENT_PREDICTIONS, DistillConfig
+    from .distill_config import PRECISIONS, STATES, STUDENT_PREDICTIONS, DistillConfig
 
     d = DistillConfig()
     p = sub.add_parser("distill",
@@ -48,6 +48,15 @@ def add_distill_parser(sub) -> None:
                         f"--calls 4 --jump 5 distils the teacher's DDIM-20 straight into 4 calls")
     p.add_argument("--steps-per-round", type=positive_int, default=d.steps_per_round,
                    help=f"optimizer steps in each round (default {d.steps_per_round})")
+    p.add_argument("--states", choices=STATES, default=d.states,
+                   help="where the student learns: data (default): x_t is the training data noised at the "
+                        "student's times, any number of rounds; teacher: x_t is a state of the guided teacher's own "
+                        "DDIM path from pure noise, where the student's later calls will be, and the target is the "
+                        "path's next state (one round only: --start-steps = --calls x --jump; the paths are drawn "
+                        "once at the start of the run, and again on --resume)")
+    p.add_argument("--paths", type=positive_int, default=d.paths,
+                   help=f"with --states teacher: teacher paths drawn at the start (default {d.paths}; each costs "
+                        f"--start-steps guided teacher calls and (--calls + 1) x C x H x W floats of memory)")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
                    help=f"Adam learning rate, decayed linearly to 0 within each round (default {d.lr})")
@@ -100,7 +109,8 @@ def run_distill(args) -> int:
     config = DistillConfig(calls=args.calls, start_steps=args.start_steps, jump=args.jump,
                            steps_per_round=args.steps_per_round,
                            batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
-                           context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision)
+                           context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
+                           states=args.states, paths=args.paths)
     config.check(teacher.schedule.T)
     data = load_data(args.data, args.labels, teacher.net.in_channels)
     check_data_fits(teacher, data)

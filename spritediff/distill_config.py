@@ -11,6 +11,8 @@ from .errors import SpriteDiffError
 STUDENT_PREDICTIONS = ("v", "x0")  # eps is refused: it cannot give x0 at the noisiest step (module docstring)
 MAX_ROUND_STEPS = 10**8
 PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its definition
+STATES = ("data", "teacher")  # where the student's x_t come from (spritediff.distill, "States")
+MAX_PATHS = 10**6
 
 
 @dataclass
@@ -30,6 +32,8 @@ class DistillConfig:
     ema: float = 0.999  # the EMA (warmed up) of each round's student, which the next round and the file take
     seed: int = 0
     precision: str = "fp32"  # or bf16: teacher and student forward passes under bf16 autocast
+    states: str = "data"  # x_t: the data noised at the student's times, or states on the teacher's own paths
+    paths: int = 16384  # with states "teacher": how many teacher paths are drawn at the start
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
 
     @property
@@ -52,10 +56,15 @@ class DistillConfig:
             raise SpriteDiffError(f"--start-steps must be --calls times a power of --jump (at least 1), at most T={T}: "
                                   f"with --calls {self.calls} and --jump {self.jump}, one of "
                                   f"{', '.join(map(str, powers)) or 'none'}; got {self.start_steps}")
+        if self.states == "teacher" and self.rounds != 1:
+            raise SpriteDiffError(f"--states teacher distils in one round: give --start-steps = --calls x --jump "
+                                  f"(e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
+                                  f"{self.calls} x {self.jump}^{self.rounds}")
         for name, ok in (("steps_per_round", 1 <= self.steps_per_round <= MAX_ROUND_STEPS),
                          ("batch", 1 <= self.batch <= 100_000), ("lr", self.lr > 0), ("guidance", self.guidance >= 0),
                          ("prediction", self.prediction in STUDENT_PREDICTIONS),
                          ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
-                         ("seed", 0 <= self.seed < 2**63), ("precision", self.precision in PRECISIONS)):
+                         ("seed", 0 <= self.seed < 2**63), ("precision", self.precision in PRECISIONS),
+                         ("states", self.states in STATES), ("paths", 1 <= self.paths <= MAX_PATHS)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

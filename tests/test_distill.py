@@ -16,8 +16,8 @@ from conftest import one_line_error, run, small_data, tiny_model
 from oracle import GaussianMixture
 from spritediff.checkpoint import SpriteModel, load_model, save_model
 from spritediff.denoiser import eps_from_output
-from spritediff.distill import (DistillConfig, distillation_target, read_state, round_grids, round_path,
-                                truncated_snr_weight, x0_from_output)
+from spritediff.distill import (DistillConfig, distillation_target, landing_x0, path_states, read_state, round_grids,
+                                round_path, truncated_snr_weight, x0_from_output)
 from spritediff.samplers import SAMPLERS
 from spritediff.engine import initial_noise, sample_generators
 from spritediff.schedule import Schedule
@@ -77,6 +77,28 @@ def test_one_student_step_towards_the_target_lands_where_the_teachers_steps_land
     assert torch.allclose(student[0], teacher[0], rtol=0, atol=1e-11)
     if t_next == 0:  # the last step's target is the teacher's own result
         assert torch.allclose(target, teacher[0], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("start_steps, jump", [(8, 2), (20, 5)])
+def test_teacher_path_states_are_ddims_and_their_pairs_give_the_target(start_steps, jump):
+    """--states teacher: path_states with the exact oracle eps keeps spritediff's own DDIM sampler's x at every
+    student time, and the x0 that lands from one kept state on the next is distillation_target's from that state,
+    to float64 precision."""
+    mixture = GaussianMixture.small()
+    eps = mixture.eps_fn(SCHEDULE)
+    teacher_grid, student_grid = round_grids(SCHEDULE, start_steps, 4, jump)
+    x_T = torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    states = path_states(eps, x_T, teacher_grid, jump, SCHEDULE.alphas_cumprod)
+    assert states.shape == (32, 5, 1, 2, 2)
+    sampler = states_at(eps, x_T, teacher_grid)
+    for i, t in enumerate(student_grid):
+        assert torch.allclose(states[:, i], sampler[t], rtol=0, atol=1e-12), t
+    for i, (t, t_next) in enumerate(zip(student_grid, student_grid[1:])):
+        path = [full(time, 32) for time in teacher_grid[jump * i:jump * i + jump + 1]]
+        target, _ = distillation_target(eps, states[:, i], path, SCHEDULE.alphas_cumprod)
+        ab_t, ab_next = (torch.tensor(SCHEDULE.alpha_bar(time), dtype=torch.float64) for time in (t, t_next))
+        assert torch.allclose(landing_x0(states[:, i], states[:, i + 1], ab_t, ab_next), target, rtol=0,
+                              atol=1e-10), t
 
 
 def test_target_is_batched_per_sample():
@@ -222,6 +244,43 @@ def test_a_jump_of_four_distils_ddim_8_into_two_calls_in_one_round(teacher_folde
     log = [json.loads(line) for line in out.with_name("direct.log.jsonl").read_text().splitlines()]
     assert [entry["round"] for entry in log] == [1, 1, 1] and {entry["calls"] for entry in log} == {2}
     assert not out.with_name("direct-calls2.safetensors").exists()  # one round: no intermediate student
+
+
+def test_a_run_on_the_teachers_paths_learns_there_and_resumes_to_the_same_weights(teacher_folder, monkeypatch,
+                                                                                  capsys):
+    """--states teacher: one round from paths drawn at the start; a run stopped at step 2 and resumed draws the
+    same paths and ends on the uninterrupted run's weights."""
+    from spritediff.distill import Distiller
+
+    extra = ("--jump", 4, "--states", "teacher", "--paths", 10)
+    assert run(distill_args(teacher_folder, "paths.safetensors", *extra)) == 0
+    student = load_model(teacher_folder / "paths.safetensors")
+    assert student.student.timesteps == (500, 250, 0)
+    assert (student.info["config"]["states"], student.info["config"]["paths"]) == ("teacher", 10)
+    original = Distiller.train_step
+
+    def interrupted(self):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Distiller, "train_step", interrupted)
+    assert run(distill_args(teacher_folder, "paths_cut.safetensors", *extra)) == 130
+    monkeypatch.setattr(Distiller, "train_step", original)
+    assert run(distill_args(teacher_folder, "paths_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut = (read_state(teacher_folder / name) for name in ("paths.train.pt", "paths_cut.train.pt"))
+    assert all(torch.equal(whole["ema"][k], cut["ema"][k]) for k in whole["ema"])
+    capsys.readouterr()
+    assert run(distill_args(teacher_folder, "paths_cut.safetensors", "--jump", 4, "--resume")) == 2
+    one_line_error(capsys, "other settings", "paths", "states")
+
+
+def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
+    args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
+    args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
+    assert run(args) == 2
+    one_line_error(capsys, "--states teacher distils in one round", "--jump")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_student_file_records_its_schedule_and_teacher(finished, teacher_folder):
