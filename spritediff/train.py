@@ -44,6 +44,16 @@ PROBE_STEPS = 20  # steps timed by --time (after the warm-up) to choose a run's 
 EMA_LENGTH = 0.1  # --time's EMA averages about the last tenth of the run (Karras et al. 2024: a fraction of it)
 
 
+def copy_live_statistics(live: nn.Module, ema: nn.Module) -> None:
+    """--bn-stats live: the EMA net's BatchNorm running statistics become the live net's, as the course's recipe
+    keeps them (its EMA copies the live net's buffers at every step). Trained at a learning rate still high, the
+    live net's activations spread a little wider than the EMA net's own, and normalising the EMA net with them
+    changes what it predicts (docs/default_model.md measures what that does to each sampler)."""
+    with torch.no_grad():
+        for mine, theirs in zip(ema.buffers(), live.buffers()):
+            mine.copy_(theirs)
+
+
 def ema_update(decay: float, warmup: bool):
     """AveragedModel's update: e = d e + (1 - d) w with d = decay, or with warm-up d = min(decay, (1 + n) / (10 + n))
     for an update that follows n earlier ones (the first copies w), as TensorFlow's ExponentialMovingAverage with
@@ -208,6 +218,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.ema.update_parameters(self.net)
+        if config.bn_stats == "live":
+            copy_live_statistics(self.net, self.ema.module)
         self.step += 1
         if self.world.size > 1:
             torch.distributed.all_reduce(loss := loss.detach().clone())

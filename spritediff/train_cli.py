@@ -16,7 +16,7 @@ from .outputs import model_out_path
 def add_train_parser(sub) -> None:
     from .arguments import (add_device_argument, duration, finite_float, nonnegative_float, positive_float,
                             positive_int, seed_int, step_list)
-    from .train_config import COURSE_STEPS, TrainConfig
+    from .train_config import BN_STATS, COURSE_STEPS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train",
@@ -84,6 +84,11 @@ def add_train_parser(sub) -> None:
                         "GAMMA xi (xi fresh Gaussian noise) while its target keeps the noise, so training sees inputs "
                         "as far off the forward process as sampling's own steps; 0.1 is the paper's choice; 0 "
                         "(default) off")
+    p.add_argument("--bn-stats", choices=BN_STATS, default=argparse.SUPPRESS,
+                   help="the BatchNorm statistics saved with the EMA weights: ema (default), an average of the live "
+                        "net's, matching the EMA weights; live, the live net's own, copied at every step as the "
+                        "course's recipe does. With a learning rate not annealed to 0 (--lr-decay-steps past the run's "
+                        "end), live gives DDIM more varied sprites and costs DDPM precision (docs/default_model.md)")
     p.add_argument("--init", metavar="MODEL", default=argparse.SUPPRESS,
                    help="fine-tune: start from MODEL's weights (a .safetensors or course .pth; 'default': the shipped "
                         "model) instead of fresh ones from --seed; the net must match --n-feat and the data, and the "

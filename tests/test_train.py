@@ -348,6 +348,24 @@ def test_ema_warmup_starts_with_short_memory_and_reaches_the_decay(tmp_path, mon
     assert gap > 1e-3
 
 
+@pytest.mark.parametrize("bn_stats", ["ema", "live"])
+def test_bn_stats_live_saves_the_live_nets_statistics_with_the_ema_weights(tmp_path, monkeypatch, bn_stats):
+    """--bn-stats live (the course's recipe): after every step the EMA net's BatchNorm buffers are the live net's,
+    while its weights stay the EMA's; ema (the default) keeps averaging both."""
+    assert TrainConfig().bn_stats == "ema"
+    states = record_raw_weights(monkeypatch)
+    trainer = tiny_trainer(tmp_path, lr=0.1, ema_warmup=False, bn_stats=bn_stats)
+    for _ in range(3):
+        trainer.train_step()
+    ema, live = trainer.ema.module.state_dict(), trainer.net.state_dict()
+    buffers = [k for k in live if "running_" in k]
+    assert buffers
+    same = [torch.equal(ema[k], live[k]) for k in buffers]
+    assert all(same) if bn_stats == "live" else not any(same)
+    weights = {k: v for k, v in hand_ema(states, 0.999).items() if "running_" not in k}
+    assert_matches(ema, weights, atol=1e-6)
+
+
 @pytest.mark.parametrize("field, value", [("ema_warmup", 1), ("ema_warmup", "yes"), ("steps", True)])
 def test_config_refuses_a_bool_for_a_number_and_a_number_for_a_bool(field, value):
     with pytest.raises(SpriteDiffError, match=f"bad --{field.replace('_', '-')}"):
