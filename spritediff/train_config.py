@@ -41,7 +41,7 @@ class TrainConfig:
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
     input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
     lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
-    bn_stats: str = "ema"  # the saved BatchNorm statistics: an EMA of the live net's ("ema"), or the live net's ("live")
+    bn_stats: str = "ema"  # the saved BatchNorm statistics: an EMA of the live net's ("ema") or the live net's ("live")
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
     @staticmethod
