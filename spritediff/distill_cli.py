@@ -53,7 +53,8 @@ def add_distill_parser(sub) -> None:
                         "student's times, any number of rounds; teacher: x_t is a state of the guided teacher's own "
                         "DDIM path from pure noise, where the student's later calls will be, and the target is the "
                         "path's next state (one round only: --start-steps = --calls x --jump; the paths are drawn "
-                        "once at the start of the run, and again on --resume)")
+                        "once at the start of the run, and again on --resume); measured no better than data, and cheaper for "
+                        "long jumps (docs/results.md)")
     p.add_argument("--paths", type=positive_int, default=d.paths,
                    help=f"with --states teacher: teacher paths drawn at the start (default {d.paths}; each costs "
                         f"--start-steps guided teacher calls and (--calls + 1) x C x H x W floats of memory)")
