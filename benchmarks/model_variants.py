@@ -18,6 +18,7 @@ import torch
 from spritediff.batchnorm import recalibrate
 from spritediff.checkpoint import load_model, save_model
 from spritediff.data import load_data
+from spritediff.train import copy_live_statistics
 
 
 def variant(model, name: str, data, batches: int, raw=None):
@@ -34,11 +35,7 @@ def variant(model, name: str, data, batches: int, raw=None):
             recalibrate(model.net, data.images, labels, model.schedule.alphas_cumprod.float(), model.schedule.T,
                         batches=batches)
         elif change == "livebn":
-            live = raw.net.state_dict()
-            with torch.no_grad():
-                for key, value in model.net.state_dict().items():
-                    if "running_" in key:
-                        value.copy_(live[key])
+            copy_live_statistics(raw.net, model.net)
         elif change.startswith("eps"):
             with torch.no_grad():
                 model.net.out[3].bias += float(change[3:])  # the last layer: eps_hat + delta, everywhere

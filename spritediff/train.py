@@ -172,7 +172,8 @@ class Trainer:
             self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
         if config.precision == "bf16":
             self.net = self.net.to(memory_format=torch.channels_last)
-        self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(config.ema, config.ema_warmup), use_buffers=True)
+        self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(config.ema, config.ema_warmup),
+                                 use_buffers=config.bn_stats == "ema")  # live: copied, not averaged (train_step)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=config.lr)
         self.step = 0
         self.alphas_cumprod = self.schedule.alphas_cumprod.float().to(device)
