@@ -135,15 +135,20 @@ def build_net(net_config: dict, path) -> ContextUnet:
 
 
 def read_schedule(config: dict, path) -> Schedule:
-    """The model's linear schedule, its numbers checked: T in 1..10000, 0 < beta_start <= beta_end < 1."""
+    """The model's linear schedule, its numbers checked: T in 1..10000, 0 < beta_start <= beta_end < 1, and an
+    optional terminal_snr above 0 and below the linear schedule's own."""
     T, start, end = (config.get(k) for k in ("T", "beta_start", "beta_end"))
+    terminal = config.get("terminal_snr")
     numbers_ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                     for v in (T, start, end))
+                     for v in (T, start, end, 1.0 if terminal is None else terminal))
     if config.get("kind", "linear") != "linear" or not numbers_ok or not isinstance(T, int) or \
             not 1 <= T <= 10_000 or not 0 < start <= end < 1:
         raise SpriteDiffError(f"{path}: metadata schedule must be linear with T in 1..10000 and "
                               f"0 < beta_start <= beta_end < 1, got {config}")
-    return Schedule.course(T, float(start), float(end))
+    try:
+        return Schedule.course(T, float(start), float(end), None if terminal is None else float(terminal))
+    except ValueError as err:
+        raise SpriteDiffError(f"{path}: metadata schedule: {err}") from None
 
 
 def read_classes(classes: list, net: ContextUnet, path) -> tuple[str, ...]:

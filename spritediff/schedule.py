@@ -23,31 +23,43 @@ class Schedule:
         cumulative product (1 - b_0)(1 - b_1)...(1 - b_t), as in the course; only alphas_cumprod[0] is
         then set to 1, so ab_1 / ab_0 = (1 - b_0)(1 - b_1), not 1 - b_1.
     alphas_cumprod: (T+1,) float64, decreasing from alphas_cumprod[0] = 1.
+    terminal_snr: None for the linear schedule as it is; else ab_T / (1 - ab_T) after rescale_terminal_snr.
     """
 
     betas: torch.Tensor
     alphas_cumprod: torch.Tensor
     beta_start: float
     beta_end: float
+    terminal_snr: float | None = None
 
     @classmethod
-    def course(cls, T: int = 500, beta_start: float = 1e-4, beta_end: float = 0.02) -> "Schedule":
-        """The course's linear schedule: b = linspace(beta_start, beta_end, T+1), ab_0 := 1."""
+    def course(cls, T: int = 500, beta_start: float = 1e-4, beta_end: float = 0.02,
+               terminal_snr: float | None = None) -> "Schedule":
+        """The course's linear schedule: b = linspace(beta_start, beta_end, T+1), ab_0 := 1; with terminal_snr,
+        rescaled so that the SNR at t = T is terminal_snr (rescale_terminal_snr)."""
         if T < 1:
             raise ValueError(f"schedule needs T >= 1, got {T}")
         betas = torch.linspace(beta_start, beta_end, T + 1, dtype=torch.float64)
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         alphas_cumprod[0] = 1.0
-        return cls(betas, alphas_cumprod, beta_start, beta_end)
+        if terminal_snr is not None:
+            alphas_cumprod = rescale_terminal_snr(alphas_cumprod, terminal_snr)
+            betas = torch.cat([betas[:2], 1.0 - alphas_cumprod[2:] / alphas_cumprod[1:-1]])
+        return cls(betas, alphas_cumprod, beta_start, beta_end, terminal_snr)
 
     @classmethod
     def from_config(cls, config: dict) -> "Schedule":
         if config.get("kind", "linear") != "linear":
             raise ValueError(f"unknown schedule kind {config.get('kind')!r}")
-        return cls.course(int(config["T"]), float(config["beta_start"]), float(config["beta_end"]))
+        terminal = config.get("terminal_snr")
+        return cls.course(int(config["T"]), float(config["beta_start"]), float(config["beta_end"]),
+                          None if terminal is None else float(terminal))
 
     def to_config(self) -> dict:
-        return {"kind": "linear", "T": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
+        config = {"kind": "linear", "T": self.T, "beta_start": self.beta_start, "beta_end": self.beta_end}
+        if self.terminal_snr is not None:
+            config["terminal_snr"] = self.terminal_snr
+        return config
 
     @property
     def T(self) -> int:
@@ -118,6 +130,25 @@ class Schedule:
         """Continuous t of the Karras sigmas: linear interpolation of log sigma over t in 1..T."""
         log_sigmas = self.sigmas()[1:].log().numpy()
         return np.interp(np.log(self.karras_sigmas(steps)), log_sigmas, np.arange(1, self.T + 1, dtype=np.float64))
+
+
+def rescale_terminal_snr(alphas_cumprod: torch.Tensor, terminal_snr: float) -> torch.Tensor:
+    """(T+1,) alphas_cumprod whose SNR ab / (1 - ab) at t = T is terminal_snr, after Lin et al. (WACV 2024, their
+    Algorithm 1, which takes it to 0): sqrt(ab_t) for t >= 1 is mapped by the affine map that keeps sqrt(ab_1) and
+    sends sqrt(ab_T) to sqrt(terminal_snr / (1 + terminal_snr)); ab_0 stays 1.
+
+    The course's schedule leaves sqrt(ab_500) = 0.079 of the image in x_500, which samplers starting from pure noise
+    never see; a tiny terminal_snr (not 0, so that sigma and log-SNR stay finite) trains the net on what they start
+    from. Needs 0 < terminal_snr < the schedule's own SNR at T."""
+    root = alphas_cumprod.sqrt()
+    first, last = root[1], root[-1]
+    target = math.sqrt(terminal_snr / (1.0 + terminal_snr)) if terminal_snr > 0 else 0.0
+    if len(root) < 3 or not 0.0 < target < last:
+        raise ValueError(f"terminal_snr must be above 0 and below the schedule's own "
+                         f"{float(last ** 2 / (1 - last ** 2)):.3g} (T >= 2), got {terminal_snr}")
+    rescaled = root.clone()
+    rescaled[1:] = target + (root[1:] - last) * (first - target) / (first - last)
+    return rescaled ** 2
 
 
 def _strictly_decreasing(grid: np.ndarray, T: int) -> list[int]:

@@ -165,7 +165,7 @@ class Trainer:
         if config.batch % world.size:
             raise SpriteDiffError(f"--batch {config.batch} must be divisible by the {world.size} processes")
         self.config, self.data, self.device, self.world = config, data, device, world
-        self.schedule = Schedule.course(config.T)
+        self.schedule = Schedule.course(config.T, terminal_snr=config.terminal_snr or None)
         n_cfeat = data.labels.shape[1] if data.labels is not None else 0  # no labels: no classes, no context
         with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed; the caller's RNG is left alone
             torch.manual_seed(config.seed)
@@ -193,9 +193,10 @@ class Trainer:
             diff = ", ".join(f"{k} {theirs[k]} vs {ours[k]}" for k in ours if theirs.get(k) != ours[k])
             raise SpriteDiffError(f"--init {name} does not fit this run ({diff}); pass its --n-feat and data of "
                                   f"its size, channels and class count")
-        if model.schedule.T != self.config.T or model.prediction_type != self.config.prediction:
-            raise SpriteDiffError(f"--init {name} has T={model.schedule.T} and predicts {model.prediction_type}; "
-                                  f"this run has T={self.config.T} and --prediction {self.config.prediction}")
+        if model.schedule.to_config() != self.schedule.to_config() or model.prediction_type != self.config.prediction:
+            raise SpriteDiffError(f"--init {name} has the schedule {model.schedule.to_config()} and predicts "
+                                  f"{model.prediction_type}; this run has {self.schedule.to_config()} and --prediction "
+                                  f"{self.config.prediction}")
         self.net.load_state_dict(model.net.state_dict())
 
     def lr_at(self, step: int) -> float:

@@ -11,6 +11,7 @@ from .errors import SpriteDiffError
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")  # training precisions (no "auto": a run is one or the other)
 BN_STATS = ("ema", "live")  # the BatchNorm statistics a run saves with its EMA weights (train.copy_live_statistics)
+COURSE_TERMINAL_SNR = 0.0063  # below ab / (1 - ab) at t = 500 of the course's schedule (0.00633; sqrt(ab_500) = 0.079)
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 
@@ -41,6 +42,7 @@ class TrainConfig:
     min_snr_gamma: float = 0.0  # Min-SNR-gamma loss weighting (Hang et al. 2023); 0: off, the course's plain MSE
     input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
     lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
+    terminal_snr: float = 0.0  # the schedule's SNR at t = T, rescaled (Schedule.course); 0: the course's own
     bn_stats: str = "ema"  # the saved BatchNorm statistics: an EMA of the live net's ("ema") or the live net's ("live")
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
@@ -64,6 +66,7 @@ class TrainConfig:
                          ("min_snr_gamma", self.min_snr_gamma >= 0),
                          ("input_perturbation", 0 <= self.input_perturbation <= 1),
                          ("bn_stats", self.bn_stats in BN_STATS),
+                         ("terminal_snr", 0 <= self.terminal_snr < COURSE_TERMINAL_SNR),
                          ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:

@@ -266,3 +266,16 @@ def test_a_name_that_is_no_shipped_model_nor_file_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "distiled" in err and "shipped models default, distilled" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("terminal_snr", [0.5, 0.0, "1e-5", float("nan")])
+def test_a_bad_terminal_snr_in_the_metadata_is_a_one_line_error(tmp_path, terminal_snr):
+    model = tiny_model()
+    config = model.config()
+    config["schedule"]["terminal_snr"] = terminal_snr
+    path = tmp_path / "m.safetensors"
+    save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, path,
+              metadata={"spritediff": json.dumps(config)})
+    with pytest.raises(SpriteDiffError, match="metadata schedule") as err:
+        load_model(path)
+    assert "\n" not in str(err.value) and "m.safetensors" in str(err.value)

@@ -62,6 +62,23 @@ def test_ddim_converges_to_the_probability_flow_ode_at_first_order():
     assert errors[-1] < 0.02
 
 
+def test_a_near_zero_terminal_snr_schedule_samples_the_mixture_from_pure_noise():
+    """With SNR 1e-5 at T (Schedule.course(terminal_snr=...)), x_T is the pure noise the samplers start from, the
+    first step divides by sqrt(ab_T) = 0.003, and still: DDPM-50 draws the mixture and DDIM-250 follows the exact
+    probability-flow ODE from ab_T."""
+    rescaled = Schedule.course(terminal_snr=1e-5)
+    eps = GM.eps_fn(rescaled)
+    x = SAMPLERS["ddpm"](eps, noise(4000, 11), rescaled, steps=50, variance="posterior",
+                         generator=torch.Generator().manual_seed(12))
+    fractions, means, stds = component_stats(x)
+    assert torch.allclose(fractions, GM.weights, atol=0.03), fractions
+    assert torch.allclose(means, GM.means.reshape(3, -1), atol=0.05), means
+    assert torch.allclose(stds, torch.full((3,), GM.std, dtype=torch.float64), atol=0.04), stds
+    x_T = noise(64, 13)
+    reference = GM.ode_solution(x_T, rescaled.alpha_bar(500))
+    assert (SAMPLERS["ddim"](eps, x_T, rescaled, steps=250) - reference).abs().max() < 0.03
+
+
 def test_ddim_eta_one_is_ddpm_with_posterior_variance():
     for steps in (500, 37):
         ddpm = SAMPLERS["ddpm"](EPS, noise(16, 6), SCHED, steps=steps, variance="posterior",

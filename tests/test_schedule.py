@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -61,3 +63,33 @@ def test_sigmas_increase_from_zero():
     ab = SCHED.alphas_cumprod.numpy()
     np.testing.assert_allclose(SCHED.sigmas().numpy(), np.sqrt((1 - ab) / ab), rtol=1e-12, atol=0)
     assert SCHED.sigmas()[0] == 0 and torch.all(SCHED.sigmas()[1:] > SCHED.sigmas()[:-1])
+
+
+def test_rescaled_terminal_snr_keeps_the_start_and_lands_on_its_snr():
+    """Lin et al.'s rescale: sqrt(ab_t) mapped affinely for t >= 1, so ab_1 is the course's, the SNR at T is the one
+    asked for, ab still decreases, and the betas stored beside it multiply up to it."""
+    rescaled = Schedule.course(terminal_snr=1e-5)
+    ab = rescaled.alphas_cumprod
+    assert ab[0] == 1.0 and ab[1] == pytest.approx(SCHED.alpha_bar(1), rel=1e-14)
+    assert float(ab[500] / (1 - ab[500])) == pytest.approx(1e-5, rel=1e-9)
+    assert torch.all(ab[1:] < ab[:-1])
+    root, course_root = ab[1:].sqrt(), SCHED.alphas_cumprod[1:].sqrt()
+    slope = torch.diff(root) / torch.diff(course_root)  # affine in sqrt(ab): one slope everywhere
+    assert float(slope.max() - slope.min()) < 1e-9
+    rebuilt = torch.cumprod(1.0 - rescaled.betas, dim=0)[1:]
+    torch.testing.assert_close(rebuilt, ab[1:], rtol=1e-12, atol=0)
+    assert math.isfinite(rescaled.sigma(500)) and math.isfinite(rescaled.log_snr(500))
+
+
+def test_rescaled_schedule_round_trips_through_its_config():
+    rescaled = Schedule.course(terminal_snr=2e-4)
+    config = rescaled.to_config()
+    assert config["terminal_snr"] == 2e-4 and "terminal_snr" not in SCHED.to_config()
+    again = Schedule.from_config(config)
+    assert torch.equal(again.alphas_cumprod, rescaled.alphas_cumprod) and again.terminal_snr == 2e-4
+
+
+@pytest.mark.parametrize("snr", [0.0, -1e-5, 0.0064, 1.0])
+def test_a_terminal_snr_not_below_the_schedules_own_is_refused(snr):
+    with pytest.raises(ValueError, match="terminal_snr must be above 0 and below the schedule's own 0.00633"):
+        Schedule.course(terminal_snr=snr)

@@ -718,3 +718,23 @@ def test_only_the_course_s_sprites_carry_its_credit_line(sprites_dir, tmp_path):
     from spritediff.sprites import CREDIT, credit_record
 
     assert credit_record({"credit": CREDIT}) == {"credit": CREDIT} and credit_record({"source": "test"}) == {}
+
+
+def test_terminal_snr_trains_on_the_rescaled_schedule_and_the_model_keeps_it(tmp_path):
+    """--terminal-snr: the noise the net learns from is the rescaled schedule's (x_500 almost pure noise) and the
+    saved model samples with that schedule, read back from its file."""
+    from spritediff.checkpoint import load_model, save_model
+    from spritediff.cli import main
+    from spritediff.schedule import Schedule
+
+    trainer = tiny_trainer(tmp_path, terminal_snr=1e-5, prediction="v")
+    rescaled = Schedule.course(terminal_snr=1e-5)
+    torch.testing.assert_close(trainer.alphas_cumprod, rescaled.alphas_cumprod.float())
+    assert float(trainer.alphas_cumprod[500]) < 1.1e-5
+    save_model(trainer.ema_model({}), tmp_path / "m.safetensors")
+    loaded = load_model(tmp_path / "m.safetensors").schedule
+    assert loaded.terminal_snr == 1e-5 and torch.equal(loaded.alphas_cumprod, rescaled.alphas_cumprod)
+    x, y = small_data(tmp_path, n=8)
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(tmp_path / "bad.safetensors"),
+                 "--steps", "1", "--batch", "4", "--n-feat", "8", "--terminal-snr", "0.01"]) == 2
+    assert not (tmp_path / "bad.safetensors").exists()

@@ -17,7 +17,8 @@ from .inversion import ddim_move
 
 def truncated_schedule(schedule: Schedule, t0: int) -> Schedule:
     """The schedule over t = 0..t0 (same alpha_bar values), so that any sampler's grid ends its first step at t0."""
-    return Schedule(schedule.betas[:t0 + 1], schedule.alphas_cumprod[:t0 + 1], schedule.beta_start, schedule.beta_end)
+    return Schedule(schedule.betas[:t0 + 1], schedule.alphas_cumprod[:t0 + 1], schedule.beta_start, schedule.beta_end,
+                    schedule.terminal_snr)
 
 
 def noise_to(x0: torch.Tensor, noise: torch.Tensor, schedule: Schedule, t0: int) -> torch.Tensor:
