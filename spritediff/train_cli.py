@@ -88,7 +88,8 @@ def add_train_parser(sub) -> None:
                    help="rescale the schedule so that its signal-to-noise ratio at t = T is SNR (Lin et al. 2024), "
                         "e.g. 1e-5: the course's leaves 8%% of the image in x_T (SNR 0.0063), which samplers starting "
                         "from pure noise never give the net; below 0.0063; pair it with --prediction v, as eps "
-                        "tells almost nothing of the image at such an SNR; 0 (default): the course's schedule")
+                        "tells almost nothing of the image at such an SNR (measured at 1e-5: DDIM's sprites of the real brightness, "
+                        "docs/default_model.md); 0 (default): the course's schedule")
     p.add_argument("--bn-stats", choices=BN_STATS, default=argparse.SUPPRESS,
                    help="the BatchNorm statistics saved with the EMA weights: ema (default), an average of the live "
                         "net's, matching the EMA weights; live, the live net's own, copied at every step as the "
