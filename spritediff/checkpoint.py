@@ -146,7 +146,7 @@ def read_schedule(config: dict, path) -> Schedule:
         raise SpriteDiffError(f"{path}: metadata schedule must be linear with T in 1..10000 and "
                               f"0 < beta_start <= beta_end < 1, got {config}")
     try:
-        return Schedule.course(T, float(start), float(end), None if terminal is None else float(terminal))
+        return Schedule.from_config(config)
     except ValueError as err:
         raise SpriteDiffError(f"{path}: metadata schedule: {err}") from None
 

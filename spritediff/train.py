@@ -156,6 +156,14 @@ def training_target(x0: torch.Tensor, noise: torch.Tensor, ab: torch.Tensor, pre
     raise SpriteDiffError(f"bad --prediction: {prediction!r}; choose from {', '.join(PREDICTION_TYPES)}")
 
 
+def run_schedule(config: TrainConfig) -> Schedule:
+    """The course's schedule over config.T steps, its terminal SNR rescaled when config.terminal_snr is set."""
+    try:
+        return Schedule.course(config.T, terminal_snr=config.terminal_snr or None)
+    except ValueError as err:
+        raise SpriteDiffError(f"bad --terminal-snr: {err}") from None
+
+
 class Trainer:
     """Holds the live net, its EMA, the optimizer and the step; saves and restores all of them."""
 
@@ -165,7 +173,7 @@ class Trainer:
         if config.batch % world.size:
             raise SpriteDiffError(f"--batch {config.batch} must be divisible by the {world.size} processes")
         self.config, self.data, self.device, self.world = config, data, device, world
-        self.schedule = Schedule.course(config.T, terminal_snr=config.terminal_snr or None)
+        self.schedule = run_schedule(config)
         n_cfeat = data.labels.shape[1] if data.labels is not None else 0  # no labels: no classes, no context
         with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed; the caller's RNG is left alone
             torch.manual_seed(config.seed)

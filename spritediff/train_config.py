@@ -11,7 +11,6 @@ from .errors import SpriteDiffError
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")  # training precisions (no "auto": a run is one or the other)
 BN_STATS = ("ema", "live")  # the BatchNorm statistics a run saves with its EMA weights (train.copy_live_statistics)
-COURSE_TERMINAL_SNR = 0.0063  # below ab / (1 - ab) at t = 500 of the course's schedule (0.00633; sqrt(ab_500) = 0.079)
 MAX_STEPS = 10**9  # a bound on --steps that no real run reaches, so a typo like --epochs 1e300 is refused
 MAX_BATCH = 100_000  # a bound on --batch (the whole batch is one tensor on the device)
 
@@ -66,7 +65,7 @@ class TrainConfig:
                          ("min_snr_gamma", self.min_snr_gamma >= 0),
                          ("input_perturbation", 0 <= self.input_perturbation <= 1),
                          ("bn_stats", self.bn_stats in BN_STATS),
-                         ("terminal_snr", 0 <= self.terminal_snr < COURSE_TERMINAL_SNR),
+                         ("terminal_snr", 0 <= self.terminal_snr < 1),  # its upper bound is the schedule's (Trainer)
                          ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):
             if not ok:

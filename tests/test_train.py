@@ -720,7 +720,7 @@ def test_only_the_course_s_sprites_carry_its_credit_line(sprites_dir, tmp_path):
     assert credit_record({"credit": CREDIT}) == {"credit": CREDIT} and credit_record({"source": "test"}) == {}
 
 
-def test_terminal_snr_trains_on_the_rescaled_schedule_and_the_model_keeps_it(tmp_path):
+def test_terminal_snr_trains_on_the_rescaled_schedule_and_the_model_keeps_it(tmp_path, capsys):
     """--terminal-snr: the noise the net learns from is the rescaled schedule's (x_500 almost pure noise) and the
     saved model samples with that schedule, read back from its file."""
     from spritediff.checkpoint import load_model, save_model
@@ -738,3 +738,5 @@ def test_terminal_snr_trains_on_the_rescaled_schedule_and_the_model_keeps_it(tmp
     assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(tmp_path / "bad.safetensors"),
                  "--steps", "1", "--batch", "4", "--n-feat", "8", "--terminal-snr", "0.01"]) == 2
     assert not (tmp_path / "bad.safetensors").exists()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "bad --terminal-snr" in err and "below the schedule's own 0.00633" in err
