@@ -6,7 +6,9 @@ trailing grid of S0 / J^r steps, the student on every J-th point of it, S0 / J^(
 halving; J = S0 / calls is one round that distils the teacher's DDIM-S0 straight into the final student. Round 0's
 teacher is the given model with classifier-free guidance w (Meng et al., CVPR 2023: the guided teacher is the
 target); each later round's teacher is the previous round's student (its EMA weights), whose guidance is in its
-weights. Each round starts its student from its teacher's weights, with a fresh optimizer and EMA.
+weights. Each round starts its student from its teacher's weights, with a fresh optimizer and EMA. A student
+wider than the teacher (student_width) starts round 0 as the teacher widened (spritediff.models.widen: the same
+function, more channels), and every later round's teacher is as wide as its student.
 
 A training step draws x0 (with its class, dropped to no context with p = context_drop) from the training data,
 a student step i (times t = s_i > t'' = s_(i+1), the teacher's J - 1 grid points between them) and the noise of
@@ -53,6 +55,7 @@ from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (th
 from .engine import Engine
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .models.widen import widen
 from .outputs import write_atomically
 from .pixels import to_model_space
 from .provenance import command_line
@@ -156,6 +159,7 @@ class Distiller:
         self.images = data.images.to(device)
         self.labels = None if data.labels is None else data.labels.to(device)
         self.step = 0
+        self.student_width = teacher.net.n_feat * config.width_factor(teacher.net.n_feat)
         self._set_teacher(copy.deepcopy(teacher.net).to(device))
         self._start_round(self.teacher_net)
         self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
@@ -181,8 +185,10 @@ class Distiller:
         self.teacher_engine = Engine(model, self.device, fast=True, precision=self.config.precision)
 
     def _start_round(self, source: nn.Module) -> None:
-        """A student with source's weights, its warmed-up EMA and a fresh Adam."""
-        self.student = copy.deepcopy(source).to(self.device).train()
+        """A student with source's weights (round 0 of a wider student: source widened, the same function), its
+        warmed-up EMA and a fresh Adam."""
+        self.student = widen(source, self.student_width // source.n_feat, keyed_generator(self.config.seed, 0, 2))
+        self.student = self.student.to(self.device).train()
         for p in self.student.parameters():
             p.requires_grad_(True)
         if self.config.precision == "bf16":
@@ -293,7 +299,8 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, **state["config"]}  # older runs
+        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0,
+                 **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "
@@ -303,6 +310,8 @@ class Distiller:
                                   f"steps); nothing to resume")
         self.step = state["step"]
         try:
+            if self.round > 0:  # the teacher is the previous round's student, of the student's width
+                self.teacher_net = widen(self.teacher_net, self.student_width // self.teacher_net.n_feat)
             self.teacher_net.load_state_dict(state["teacher"])
             self._set_teacher(self.teacher_net)
             self._start_round(self.teacher_net)
@@ -318,7 +327,8 @@ class Distiller:
         after round finished_round ended, that round's (its EMA is now the next round's teacher)."""
         r = self.round if finished_round is None else finished_round
         source = self.ema.module if finished_round is None or finished_round == self.round else self.teacher_net
-        net = ContextUnet(**{k: v for k, v in self.teacher_model.net.config().items() if k != "arch"})
+        net = ContextUnet(**{**{k: v for k, v in self.teacher_model.net.config().items() if k != "arch"},
+                             "n_feat": self.student_width})
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
         teacher = self.teacher_model
         schedule = StudentSchedule(tuple(self.grids[r + 1]), self.config.guidance, teacher_record(teacher, self.config),

@@ -58,6 +58,10 @@ def add_distill_parser(sub) -> None:
     p.add_argument("--paths", type=positive_int, default=d.paths,
                    help=f"with --states teacher: teacher paths drawn at the start (default {d.paths}; each costs "
                         f"--start-steps guided teacher calls and (--calls + 1) x C x H x W floats of memory)")
+    p.add_argument("--student-width", type=positive_int, metavar="N_FEAT",
+                   help="the student's n_feat, a multiple of the teacher's (default: the teacher's): a wider "
+                        "student starts as the teacher widened to compute the same function (Net2Net), with more "
+                        "room for the few-step jumps; each step costs about (width / teacher's)^2 as much")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
                    help=f"Adam learning rate, decayed linearly to 0 within each round (default {d.lr})")
@@ -111,8 +115,9 @@ def run_distill(args) -> int:
                            steps_per_round=args.steps_per_round,
                            batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
-                           states=args.states, paths=args.paths)
+                           states=args.states, paths=args.paths, student_width=args.student_width or 0)
     config.check(teacher.schedule.T)
+    config.width_factor(teacher.net.n_feat)
     data = load_data(args.data, args.labels, teacher.net.in_channels)
     check_data_fits(teacher, data)
     config.teacher_sha256 = teacher_fingerprint(teacher)

@@ -13,6 +13,7 @@ MAX_ROUND_STEPS = 10**8
 PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its definition
 STATES = ("data", "teacher")  # where the student's x_t come from (spritediff.distill, "States")
 MAX_PATHS = 10**6
+MAX_WIDTH = 4096  # a bound on --student-width (n_feat): far past what a 16x16 net needs
 
 
 @dataclass
@@ -34,11 +35,22 @@ class DistillConfig:
     precision: str = "fp32"  # or bf16: teacher and student forward passes under bf16 autocast
     states: str = "data"  # x_t: the data noised at the student's times, or states on the teacher's own paths
     paths: int = 16384  # with states "teacher": how many teacher paths are drawn at the start
+    student_width: int = 0  # the student's n_feat, a multiple of the teacher's (widened from it); 0: the teacher's
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
 
     @property
     def rounds(self) -> int:
         return round(math.log(self.start_steps / self.calls, self.jump)) if self.jump >= 2 else 0
+
+    def width_factor(self, teacher_width: int) -> int:
+        """How many times wider than its teacher (of n_feat teacher_width) the student is; a SpriteDiffError where
+        student_width is not a multiple of it."""
+        width = self.student_width or teacher_width
+        if width % teacher_width:
+            multiples = ", ".join(str(teacher_width * k) for k in (1, 2, 3, 4))
+            raise SpriteDiffError(f"--student-width must be a multiple of the teacher's width {teacher_width} (the "
+                                  f"student starts as the teacher widened): {multiples}, ...; got {self.student_width}")
+        return width // teacher_width
 
     def check(self, T: int) -> None:
         """A SpriteDiffError naming the first setting out of range, for a teacher of T steps."""
@@ -65,6 +77,7 @@ class DistillConfig:
                          ("prediction", self.prediction in STUDENT_PREDICTIONS),
                          ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
                          ("seed", 0 <= self.seed < 2**63), ("precision", self.precision in PRECISIONS),
-                         ("states", self.states in STATES), ("paths", 1 <= self.paths <= MAX_PATHS)):
+                         ("states", self.states in STATES), ("paths", 1 <= self.paths <= MAX_PATHS),
+                         ("student_width", 0 <= self.student_width <= MAX_WIDTH)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -220,6 +220,22 @@ def distill_args(folder, out_name="student.safetensors", *extra):
             "--batch", 6, "--ckpt-every", 2, *extra]
 
 
+def run_interrupted(monkeypatch, stop: int, args) -> int:
+    """The CLI's exit code for a distillation that is interrupted (Ctrl-C) as it is about to take step `stop`."""
+    from spritediff.distill import Distiller
+
+    original = Distiller.train_step
+
+    def interrupted(self):
+        if self.step == stop:
+            raise KeyboardInterrupt
+        return original(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Distiller, "train_step", interrupted)
+        return run(args)
+
+
 @pytest.fixture(scope="module")
 def teacher_folder(tmp_path_factory):
     folder = tmp_path_factory.mktemp("distill")
@@ -250,29 +266,44 @@ def test_a_run_on_the_teachers_paths_learns_there_and_resumes_to_the_same_weight
                                                                                   capsys):
     """--states teacher: one round from paths drawn at the start; a run stopped at step 2 and resumed draws the
     same paths and ends on the uninterrupted run's weights."""
-    from spritediff.distill import Distiller
-
     extra = ("--jump", 4, "--states", "teacher", "--paths", 10)
     assert run(distill_args(teacher_folder, "paths.safetensors", *extra)) == 0
     student = load_model(teacher_folder / "paths.safetensors")
     assert student.student.timesteps == (500, 250, 0)
     assert (student.info["config"]["states"], student.info["config"]["paths"]) == ("teacher", 10)
-    original = Distiller.train_step
-
-    def interrupted(self):
-        if self.step == 2:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Distiller, "train_step", interrupted)
-    assert run(distill_args(teacher_folder, "paths_cut.safetensors", *extra)) == 130
-    monkeypatch.setattr(Distiller, "train_step", original)
+    assert run_interrupted(monkeypatch, 2, distill_args(teacher_folder, "paths_cut.safetensors", *extra)) == 130
     assert run(distill_args(teacher_folder, "paths_cut.safetensors", *extra, "--resume")) == 0
     whole, cut = (read_state(teacher_folder / name) for name in ("paths.train.pt", "paths_cut.train.pt"))
     assert all(torch.equal(whole["ema"][k], cut["ema"][k]) for k in whole["ema"])
     capsys.readouterr()
     assert run(distill_args(teacher_folder, "paths_cut.safetensors", "--jump", 4, "--resume")) == 2
     one_line_error(capsys, "other settings", "paths", "states")
+
+
+def test_a_wider_student_starts_as_its_teacher_and_resumes_to_the_same_weights(teacher_folder, monkeypatch):
+    """--student-width 16 on a teacher of 8: round 0's student is the teacher widened (the same eps before any
+    step), both rounds train at width 16 (round 2's teacher is round 1's wide student), and a run stopped inside
+    round 2 resumes to the uninterrupted run's weights."""
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    config = DistillConfig(calls=2, start_steps=8, steps_per_round=3, batch=6, student_width=16)
+    distiller = Distiller(config, teacher, data, torch.device("cpu"))
+    x, t, c = torch.randn(4, 3, 16, 16), torch.rand(4), torch.eye(5)[:4]
+    with torch.no_grad():
+        assert torch.allclose(distiller.student.eval()(x, t, c), teacher.net.eval()(x, t, c), atol=1e-4)
+    extra = ("--student-width", 16)
+    assert run(distill_args(teacher_folder, "wide.safetensors", *extra)) == 0
+    wide = load_model(teacher_folder / "wide.safetensors")
+    assert wide.net.n_feat == 16 and wide.info["config"]["student_width"] == 16 and wide.student.calls == 2
+    assert load_model(round_path(teacher_folder / "wide.safetensors", 4)).net.n_feat == 16
+    assert run_interrupted(monkeypatch, 5, distill_args(teacher_folder, "wide_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "wide_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut = (read_state(teacher_folder / name) for name in ("wide.train.pt", "wide_cut.train.pt"))
+    for key in ("student", "ema", "teacher"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
 
 
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
@@ -335,20 +366,9 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
                                                                        capsys, stop, kept):
     """Stopped right after round 1's end (checkpoint 3, written once round 2 has started), or inside round 2
     (checkpoint 4; step 5 is lost and done again)."""
-    from spritediff.distill import Distiller
-
-    original = Distiller.train_step
-
-    def interrupted(self):
-        if self.step == stop:
-            raise KeyboardInterrupt
-        return original(self)
-
     name = f"cut{stop}.safetensors"
-    monkeypatch.setattr(Distiller, "train_step", interrupted)
-    assert run(distill_args(teacher_folder, name)) == 130
+    assert run_interrupted(monkeypatch, stop, distill_args(teacher_folder, name)) == 130
     assert f"kept as of its last checkpoint, step {kept}" in capsys.readouterr().err
-    monkeypatch.setattr(Distiller, "train_step", original)
     assert run(distill_args(teacher_folder, name, "--resume")) == 0
     whole, cut = read_state(teacher_folder / "student.train.pt"), read_state(teacher_folder / f"cut{stop}.train.pt")
     assert whole["step"] == cut["step"] == 6
@@ -366,6 +386,8 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--resume"], ("--resume: no training checkpoint",)),
     (["--teacher", "missing.safetensors"], ("model file not found: missing.safetensors",)),
     (["--prediction", "eps"], ("--prediction", "invalid choice")),
+    (["--student-width", 12], ("--student-width must be a multiple of the teacher's width 8", "16")),
+    (["--student-width", 0], ("--student-width",)),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)
