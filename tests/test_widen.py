@@ -50,6 +50,14 @@ def test_rgba_and_other_sizes_widen_too():
         assert torch.allclose(wide(x, t, None), net(x, t, None), atol=1e-4, rtol=1e-4)
 
 
+def test_a_net_without_classes_widens_too():
+    """n_cfeat 0: the context embedding's first Linear has an empty (emb, 0) weight, a learned constant after it."""
+    net = random_net(n_cfeat=0).eval()
+    x, t, _ = inputs()
+    with torch.no_grad():
+        assert torch.allclose(widen(net, 2)(x, t, None), net(x, t, None), atol=1e-4, rtol=1e-4)
+
+
 def test_factor_one_is_an_equal_copy():
     net = random_net()
     copy = widen(net, 1)

@@ -59,15 +59,17 @@ def _widen_module(narrow: nn.Module, wide: nn.Module, factor: int, generator: to
 
 def _copy_dim(value: torch.Tensor, size: int, dim: int) -> torch.Tensor:
     """value with each slice along dim repeated size / value.shape[dim] times (a dim that did not grow: as is)."""
+    if size == value.shape[dim]:
+        return value
     return value.repeat_interleave(size // value.shape[dim], dim=dim)
 
 
 def _split_dim(value: torch.Tensor, size: int, dim: int, generator: torch.Generator | None) -> torch.Tensor:
     """value with each slice along dim repeated k = size / value.shape[dim] times and multiplied by random positive
     shares that sum to 1 over each slice's k copies, so the copies sum to value."""
-    k = size // value.shape[dim]
-    if k == 1:
+    if size == value.shape[dim]:  # a dim that did not grow, the empty input of a net without classes included
         return value
+    k = size // value.shape[dim]
     repeated = value.repeat_interleave(k, dim=dim)
     draws = 0.5 + torch.rand(repeated.shape, generator=generator, dtype=torch.float64)  # in [0.5, 1.5)
     grouped = draws.movedim(dim, 0).unflatten(0, (value.shape[dim], k))
