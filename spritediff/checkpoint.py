@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 
 from .errors import SpriteDiffError
 from .models import ContextUnet
+from .models.context_unet import NORMS
 from .outputs import model_out_path, write_atomically
 from .safetensors_io import METADATA_KEY, read_safetensors
 from .checks import check_prediction_type, shown
@@ -131,7 +132,10 @@ def build_net(net_config: dict, path) -> ContextUnet:
         sizes[key] = value
     if sizes["n_feat"] % 8 or sizes["height"] % 4:
         raise SpriteDiffError(f"{path}: metadata n_feat must be a multiple of 8 and height of 4, got {sizes}")
-    return ContextUnet(**sizes)
+    norm = net_config.get("norm", "batch")  # absent: the course's BatchNorm (files from before the option)
+    if norm not in NORMS:
+        raise SpriteDiffError(f"{path}: metadata net.norm must be one of {', '.join(NORMS)}, got {shown(norm)}")
+    return ContextUnet(**sizes, norm=norm)
 
 
 def read_schedule(config: dict, path) -> Schedule:

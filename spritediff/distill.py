@@ -327,8 +327,7 @@ class Distiller:
         after round finished_round ended, that round's (its EMA is now the next round's teacher)."""
         r = self.round if finished_round is None else finished_round
         source = self.ema.module if finished_round is None or finished_round == self.round else self.teacher_net
-        net = ContextUnet(**{**{k: v for k, v in self.teacher_model.net.config().items() if k != "arch"},
-                             "n_feat": self.student_width})
+        net = ContextUnet.from_config(self.teacher_model.net.config(), n_feat=self.student_width)
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
         teacher = self.teacher_model
         schedule = StudentSchedule(tuple(self.grids[r + 1]), self.config.guidance, teacher_record(teacher, self.config),

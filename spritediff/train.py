@@ -177,7 +177,8 @@ class Trainer:
         n_cfeat = data.labels.shape[1] if data.labels is not None else 0  # no labels: no classes, no context
         with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed; the caller's RNG is left alone
             torch.manual_seed(config.seed)
-            self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1]).to(device)
+            self.net = ContextUnet(data.images.shape[-1], config.n_feat, n_cfeat, data.images.shape[1],
+                                   config.norm).to(device)
         if config.precision == "bf16":
             self.net = self.net.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(self.net, multi_avg_fn=ema_update(config.ema, config.ema_warmup),
@@ -268,7 +269,7 @@ class Trainer:
         return self._as_model(self.net, {**info, "weights": "raw training weights (no EMA)"})
 
     def _as_model(self, source: nn.Module, info: dict) -> SpriteModel:
-        net = ContextUnet(self.net.in_channels, self.net.n_feat, self.net.n_cfeat, self.net.height)
+        net = ContextUnet.from_config(self.net.config())
         net.load_state_dict({k: v.cpu().contiguous() for k, v in source.state_dict().items()})
         classes = self.data.classes
         return SpriteModel(net.eval(), self.schedule, classes, info, prediction_type=self.config.prediction,

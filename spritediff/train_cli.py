@@ -16,7 +16,7 @@ from .outputs import model_out_path
 def add_train_parser(sub) -> None:
     from .arguments import (add_device_argument, duration, finite_float, nonnegative_float, positive_float,
                             positive_int, seed_int, step_list)
-    from .train_config import BN_STATS, COURSE_STEPS, TrainConfig
+    from .train_config import BN_STATS, COURSE_STEPS, NORMS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train",
@@ -90,6 +90,10 @@ def add_train_parser(sub) -> None:
                         "from pure noise never give the net; below 0.0063; pair it with --prediction v, as eps "
                         "tells almost nothing of the image at such an SNR (measured at 1e-5: DDIM's sprites of the real brightness, "
                         "docs/default_model.md); 0 (default): the course's schedule")
+    p.add_argument("--norm", choices=NORMS, default=argparse.SUPPRESS,
+                   help="the U-Net's normalisation in its conv blocks: batch (default), the course's BatchNorm, whose "
+                        "EMA net keeps statistics measured on another net; group, GroupNorm, the same in training and "
+                        "sampling (no statistics to store)")
     p.add_argument("--bn-stats", choices=BN_STATS, default=argparse.SUPPRESS,
                    help="the BatchNorm statistics saved with the EMA weights: ema (default), an average of the live "
                         "net's, matching the EMA weights; live, the live net's own, copied at every step as the "

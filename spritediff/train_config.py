@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 
 from .checks import PREDICTION_TYPES
 from .errors import SpriteDiffError
+from .models.context_unet import NORMS
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")  # training precisions (no "auto": a run is one or the other)
@@ -42,6 +43,7 @@ class TrainConfig:
     input_perturbation: float = 0.0  # DDPM-IP (Ning et al. 2023): x_t built from noise + gamma xi; 0: off
     lr_decay_steps: int = 0  # the linear decay reaches 0 at this step (> steps: stopped before annealed); 0: at `steps`
     terminal_snr: float = 0.0  # the schedule's SNR at t = T, rescaled (Schedule.course); 0: the course's own
+    norm: str = "batch"  # the conv blocks' normalisation: the course's BatchNorm or GroupNorm (ContextUnet NORMS)
     bn_stats: str = "ema"  # the saved BatchNorm statistics: an EMA of the live net's ("ema") or the live net's ("live")
     init: str = ""  # fine-tuning: the model file the weights start from ("default": the shipped one); "": the seed's
 
@@ -64,7 +66,7 @@ class TrainConfig:
                          ("prediction", self.prediction in PREDICTION_TYPES),
                          ("min_snr_gamma", self.min_snr_gamma >= 0),
                          ("input_perturbation", 0 <= self.input_perturbation <= 1),
-                         ("bn_stats", self.bn_stats in BN_STATS),
+                         ("bn_stats", self.bn_stats in BN_STATS), ("norm", self.norm in NORMS),
                          ("terminal_snr", 0 <= self.terminal_snr < 1),  # its upper bound is the schedule's (Trainer)
                          ("lr_decay_steps", self.lr_decay_steps == 0 or self.lr_decay_steps >= self.steps),
                          ("T", isinstance(self.T, int) and 1 <= self.T <= 10_000)):

@@ -740,3 +740,25 @@ def test_terminal_snr_trains_on_the_rescaled_schedule_and_the_model_keeps_it(tmp
     assert not (tmp_path / "bad.safetensors").exists()
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "bad --terminal-snr" in err and "below the schedule's own 0.00633" in err
+
+
+def test_norm_group_trains_a_net_that_normalises_the_same_in_training_and_sampling(tmp_path):
+    """--norm group: GroupNorm where the course has BatchNorm, so the saved EMA net holds no statistics borrowed
+    from another net; its file says so and loads back as the same net. A course-architecture file's metadata has no
+    norm key, as before the option."""
+    from spritediff.checkpoint import save_model
+
+    x, y = small_data(tmp_path, n=24)
+    out = tmp_path / "gn.safetensors"
+    assert main(["train", "--data", str(x), "--labels", str(y), "--out", str(out), "--steps", "3", "--batch", "8",
+                 "--n-feat", "8", "--norm", "group"]) == 0
+    model = load_model(out)
+    norms = [type(m).__name__ for m in model.net.modules() if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm))]
+    assert "BatchNorm2d" not in norms and norms.count("GroupNorm") == 18 + 2  # 9 blocks of two, and the course's two
+    assert model.config()["net"]["norm"] == "group" and model.config()["info"]["config"]["norm"] == "group"
+    x_t, t = torch.randn(4, 3, 16, 16), torch.rand(4)
+    with torch.no_grad():
+        eval_out = model.net.eval()(x_t, t)
+        assert torch.equal(model.net.train()(x_t, t), eval_out)  # no running statistics: one function
+    save_model(tiny_trainer(tmp_path).ema_model({}), tmp_path / "bn.safetensors")
+    assert "norm" not in load_model(tmp_path / "bn.safetensors").config()["net"]

@@ -58,6 +58,17 @@ def test_a_net_without_classes_widens_too():
         assert torch.allclose(widen(net, 2)(x, t, None), net(x, t, None), atol=1e-4, rtol=1e-4)
 
 
+def test_a_groupnorm_net_widens_to_a_groupnorm_net_of_the_same_function():
+    """--norm group: every conv block's GroupNorm of 8 groups over k C channels spans the copies of its narrow
+    group's channels, so its statistics, and the output, are the narrow net's."""
+    net = random_net(n_feat=16, norm="group").train()
+    wide = widen(net, 2, torch.Generator().manual_seed(3))
+    assert wide.config() == {**net.config(), "n_feat": 32} and wide.config()["norm"] == "group"
+    x, t, c = inputs()
+    with torch.no_grad():
+        assert torch.allclose(wide(x, t, c), net(x, t, c), atol=1e-4, rtol=1e-4)
+
+
 def test_factor_one_is_an_equal_copy():
     net = random_net()
     copy = widen(net, 1)

@@ -12,12 +12,21 @@ import torch
 from torch import nn
 
 RESIDUAL_SCALE = 1.414  # the course divides residual sums by this (about sqrt(2))
+NORMS = ("batch", "group")  # the conv blocks' normalisation: the course's BatchNorm, or GroupNorm (no statistics)
+GROUPS = 8  # GroupNorm's groups, as the course's own two GroupNorm layers
 
 
-def conv_bn_gelu(in_channels: int, out_channels: int) -> nn.Sequential:
-    """3x3 conv (same size) -> BatchNorm -> GELU; keys .0 (conv) and .1 (norm)."""
+def norm_layer(channels: int, norm: str) -> nn.Module:
+    """BatchNorm2d (running statistics, the course's) or GroupNorm of GROUPS groups (the same in train and eval)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return nn.BatchNorm2d(channels) if norm == "batch" else nn.GroupNorm(GROUPS, channels)
+
+
+def conv_bn_gelu(in_channels: int, out_channels: int, norm: str = "batch") -> nn.Sequential:
+    """3x3 conv (same size) -> norm_layer -> GELU; keys .0 (conv) and .1 (norm)."""
     return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, 3, 1, 1), nn.BatchNorm2d(out_channels), nn.GELU()
+        nn.Conv2d(in_channels, out_channels, 3, 1, 1), norm_layer(out_channels, norm), nn.GELU()
     )
 
 
@@ -27,12 +36,12 @@ class ResidualConvBlock(nn.Module):
     The shortcut is the input when channel counts match, else the first conv's output.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, is_res: bool = False):
+    def __init__(self, in_channels: int, out_channels: int, is_res: bool = False, norm: str = "batch"):
         super().__init__()
         self.is_res = is_res
         self.same_channels = in_channels == out_channels
-        self.conv1 = conv_bn_gelu(in_channels, out_channels)
-        self.conv2 = conv_bn_gelu(out_channels, out_channels)
+        self.conv1 = conv_bn_gelu(in_channels, out_channels, norm)
+        self.conv2 = conv_bn_gelu(out_channels, out_channels, norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1 = self.conv1(x)
@@ -46,11 +55,11 @@ class ResidualConvBlock(nn.Module):
 class UnetDown(nn.Module):
     """(B,in,H,W) -> (B,out,H/2,W/2): two residual blocks then 2x2 max-pooling."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch"):
         super().__init__()
         self.model = nn.Sequential(
-            ResidualConvBlock(in_channels, out_channels),
-            ResidualConvBlock(out_channels, out_channels),
+            ResidualConvBlock(in_channels, out_channels, norm=norm),
+            ResidualConvBlock(out_channels, out_channels, norm=norm),
             nn.MaxPool2d(2),
         )
 
@@ -61,12 +70,12 @@ class UnetDown(nn.Module):
 class UnetUp(nn.Module):
     """cat(x, skip) (B,in,H,W) -> (B,out,2H,2W): 2x2 transposed conv then two residual blocks."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, norm: str = "batch"):
         super().__init__()
         self.model = nn.Sequential(
             nn.ConvTranspose2d(in_channels, out_channels, 2, 2),
-            ResidualConvBlock(out_channels, out_channels),
-            ResidualConvBlock(out_channels, out_channels),
+            ResidualConvBlock(out_channels, out_channels, norm=norm),
+            ResidualConvBlock(out_channels, out_channels, norm=norm),
         )
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
@@ -96,16 +105,19 @@ class ContextUnet(nn.Module):
     returns the predicted noise (B,C,H,W). c = None means the zero vector (no context). C = in_channels:
     3 for RGB (the course's), 4 for RGBA (alpha is one more channel); only init_conv.conv1.0.weight and
     out.3's weight and bias depend on it, so an RGB net keeps the course's keys and shapes.
+    norm "group" puts GroupNorm where the course has BatchNorm (the same keys, less its running statistics).
     """
 
-    def __init__(self, in_channels: int = 3, n_feat: int = 64, n_cfeat: int = 5, height: int = 16):
+    def __init__(self, in_channels: int = 3, n_feat: int = 64, n_cfeat: int = 5, height: int = 16,
+                 norm: str = "batch"):
         super().__init__()
         if height % 4:
             raise ValueError(f"height must be a multiple of 4, got {height}")
         self.in_channels, self.n_feat, self.n_cfeat, self.height = in_channels, n_feat, n_cfeat, height
-        self.init_conv = ResidualConvBlock(in_channels, n_feat, is_res=True)
-        self.down1 = UnetDown(n_feat, n_feat)
-        self.down2 = UnetDown(n_feat, 2 * n_feat)
+        self.norm = norm
+        self.init_conv = ResidualConvBlock(in_channels, n_feat, is_res=True, norm=norm)
+        self.down1 = UnetDown(n_feat, n_feat, norm)
+        self.down2 = UnetDown(n_feat, 2 * n_feat, norm)
         self.to_vec = nn.Sequential(nn.AvgPool2d(height // 4), nn.GELU())  # the course's AvgPool2d(4) at 16x16
         self.timeembed1 = EmbedFC(1, 2 * n_feat)
         self.timeembed2 = EmbedFC(1, n_feat)
@@ -113,21 +125,28 @@ class ContextUnet(nn.Module):
         self.contextembed2 = EmbedFC(n_cfeat, n_feat)
         self.up0 = nn.Sequential(
             nn.ConvTranspose2d(2 * n_feat, 2 * n_feat, height // 4, height // 4),
-            nn.GroupNorm(8, 2 * n_feat),
+            nn.GroupNorm(GROUPS, 2 * n_feat),
             nn.ReLU(),
         )
-        self.up1 = UnetUp(4 * n_feat, n_feat)
-        self.up2 = UnetUp(2 * n_feat, n_feat)
+        self.up1 = UnetUp(4 * n_feat, n_feat, norm)
+        self.up2 = UnetUp(2 * n_feat, n_feat, norm)
         self.out = nn.Sequential(
             nn.Conv2d(2 * n_feat, n_feat, 3, 1, 1),
-            nn.GroupNorm(8, n_feat),
+            nn.GroupNorm(GROUPS, n_feat),
             nn.ReLU(),
             nn.Conv2d(n_feat, in_channels, 3, 1, 1),
         )
 
     def config(self) -> dict:
+        """What builds this net again (from_config); "norm" only where it is not the course's BatchNorm, so a
+        course-architecture file's metadata is as it always was."""
         return {"arch": "ContextUnet", "in_channels": self.in_channels, "n_feat": self.n_feat,
-                "n_cfeat": self.n_cfeat, "height": self.height}
+                "n_cfeat": self.n_cfeat, "height": self.height, **({"norm": self.norm} if self.norm != "batch" else {})}
+
+    @classmethod
+    def from_config(cls, config: dict, **changes) -> "ContextUnet":
+        """A fresh net of config() with the given sizes changed (e.g. n_feat=128)."""
+        return cls(**{**{k: v for k, v in config.items() if k != "arch"}, **changes})
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         batch, n_feat = x.shape[0], self.n_feat

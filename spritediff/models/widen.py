@@ -28,8 +28,7 @@ def widen(net: ContextUnet, factor: int, generator: torch.Generator | None = Non
     to float rounding), on net's device and dtype. factor 1 gives a copy. generator: the random split shares."""
     if factor < 1:
         raise ValueError(f"factor must be a positive integer, got {factor}")
-    config = {k: v for k, v in net.config().items() if k != "arch"}
-    wide = ContextUnet(**{**config, "n_feat": config["n_feat"] * factor})
+    wide = ContextUnet.from_config(net.config(), n_feat=net.n_feat * factor)
     wide = wide.to(next(net.parameters()).device, next(net.parameters()).dtype)
     narrow_modules = dict(net.named_modules())
     with torch.no_grad():
