@@ -15,10 +15,9 @@ from safetensors.torch import save_file
 
 from .errors import SpriteDiffError
 from .models import ContextUnet
-from .models.context_unet import NORMS
 from .outputs import model_out_path, write_atomically
 from .safetensors_io import METADATA_KEY, read_safetensors
-from .checks import check_prediction_type, shown
+from .checks import NORMS, check_prediction_type, shown
 from .schedule import Schedule
 from .sprites import CREDIT, class_names
 from .student import StudentSchedule, read_student

@@ -25,6 +25,7 @@ from .errors import SpriteDiffError
 SPACINGS = ("trailing", "leading", "linspace", "quadratic", "logsnr", "karras")  # schedule.Schedule.timesteps
 PRECISIONS = ("fp32", "bf16", "auto")  # fast.resolve_precision
 PREDICTION_TYPES = ("eps", "x0", "v")  # what a net outputs; docs/design.md, "Prediction types"
+NORMS = ("batch", "group")  # ContextUnet's conv-block normalisation: the course's BatchNorm, or GroupNorm
 MAX_SEED = 2**63 - 1
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from .checks import PREDICTION_TYPES
+from .checks import NORMS, PREDICTION_TYPES
 from .errors import SpriteDiffError
-from .models.context_unet import NORMS
 
 COURSE_STEPS = 28_608  # 32 epochs over the course's 89,400 images at batch 100
 PRECISIONS = ("fp32", "bf16")  # training precisions (no "auto": a run is one or the other)

@@ -11,8 +11,9 @@ import warnings
 import torch
 from torch import nn
 
+from ..checks import NORMS
+
 RESIDUAL_SCALE = 1.414  # the course divides residual sums by this (about sqrt(2))
-NORMS = ("batch", "group")  # the conv blocks' normalisation: the course's BatchNorm, or GroupNorm (no statistics)
 GROUPS = 8  # GroupNorm's groups, as the course's own two GroupNorm layers
 
 
