@@ -268,27 +268,24 @@ def test_a_name_that_is_no_shipped_model_nor_file_is_one_line(capsys, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("norm", ["layer", 3, None])
-def test_a_bad_norm_in_the_metadata_is_a_one_line_error(tmp_path, norm):
+def assert_bad_metadata_is_one_line(tmp_path, section: str, key: str, value, message: str) -> None:
+    """A tiny model's file with metadata[section][key] = value fails to load with one line holding message."""
     model = tiny_model()
     config = model.config()
-    config["net"]["norm"] = norm
+    config[section][key] = value
     path = tmp_path / "m.safetensors"
     save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, path,
               metadata={"spritediff": json.dumps(config)})
-    with pytest.raises(SpriteDiffError, match="metadata net.norm must be one of batch, group") as err:
+    with pytest.raises(SpriteDiffError, match=message) as err:
         load_model(path)
     assert "\n" not in str(err.value) and "m.safetensors" in str(err.value)
+
+
+@pytest.mark.parametrize("norm", ["layer", 3, None])
+def test_a_bad_norm_in_the_metadata_is_a_one_line_error(tmp_path, norm):
+    assert_bad_metadata_is_one_line(tmp_path, "net", "norm", norm, "metadata net.norm must be one of batch, group")
 
 
 @pytest.mark.parametrize("terminal_snr", [0.5, 0.0, "1e-5", float("nan")])
 def test_a_bad_terminal_snr_in_the_metadata_is_a_one_line_error(tmp_path, terminal_snr):
-    model = tiny_model()
-    config = model.config()
-    config["schedule"]["terminal_snr"] = terminal_snr
-    path = tmp_path / "m.safetensors"
-    save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, path,
-              metadata={"spritediff": json.dumps(config)})
-    with pytest.raises(SpriteDiffError, match="metadata schedule") as err:
-        load_model(path)
-    assert "\n" not in str(err.value) and "m.safetensors" in str(err.value)
+    assert_bad_metadata_is_one_line(tmp_path, "schedule", "terminal_snr", terminal_snr, "metadata schedule")
