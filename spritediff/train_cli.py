@@ -16,7 +16,8 @@ from .outputs import model_out_path
 def add_train_parser(sub) -> None:
     from .arguments import (add_device_argument, duration, finite_float, nonnegative_float, positive_float,
                             positive_int, seed_int, step_list)
-    from .train_config import BN_STATS, COURSE_STEPS, NORMS, TrainConfig
+    from .checks import NORMS
+    from .train_config import BN_STATS, COURSE_STEPS, TrainConfig
 
     d = TrainConfig()
     p = sub.add_parser("train",
