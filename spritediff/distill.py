@@ -17,7 +17,8 @@ step lands there exactly when its x0 prediction is the target (distillation_targ
 
     x0_target = (x_t'' - (sigma_t''/sigma_t) x_t) / (alpha_t'' - (sigma_t''/sigma_t) alpha_t),
 
-alpha = sqrt(ab), sigma = sqrt(1 - ab). The loss is max(SNR_t, 1) |x0_student - x0_target|^2 (truncated SNR).
+alpha = sqrt(ab), sigma = sqrt(1 - ab). The loss is max(SNR_t, 1) |x0_student - x0_target|^2 (truncated SNR),
+plus, with adversarial > 0, a critic's judgement of x0_student against the targets (spritediff.adversarial).
 The student outputs v (or x0): eps-prediction cannot give x0 at the noisiest step, where alpha_T ~ 0.08 would
 multiply its error by 12.
 
@@ -49,6 +50,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
+from .adversarial import Critic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
@@ -66,6 +68,7 @@ from .student import StudentSchedule
 from .train import batch_indices, ema_update, log_path, machine_name, noisy, state_path
 
 STATE_KEYS = ("config", "step", "student", "ema", "optimizer", "teacher")
+CRITIC_BETAS = (0.5, 0.999)  # Adam's for the critic: a short first-moment memory, as GAN critics are trained
 PATH_BATCH = 256  # teacher paths drawn per batch at the start of a run with states "teacher"
 
 
@@ -163,6 +166,8 @@ class Distiller:
         self._set_teacher(copy.deepcopy(teacher.net).to(device))
         self._start_round(self.teacher_net)
         self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
+        self.critic, self.critic_optimizer = self._new_critic() if config.adversarial else (None, None)
+        self.critic_loss: float | None = None  # the last step's, for the log
 
     @property
     def round(self) -> int:
@@ -195,6 +200,32 @@ class Distiller:
             self.student = self.student.to(memory_format=torch.channels_last)
         self.ema = AveragedModel(self.student, multi_avg_fn=ema_update(self.config.ema, True), use_buffers=True)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
+
+    def _new_critic(self) -> tuple[Critic, torch.optim.Optimizer]:
+        """A critic with weights from generator (seed, 0, 3), kept across rounds, and its Adam (constant lr)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=keyed_generator(self.config.seed, 0, 3))))
+            critic = Critic(self.images.shape[-1]).to(self.device)
+        return critic, torch.optim.Adam(critic.parameters(), lr=self.config.lr, betas=CRITIC_BETAS)
+
+    def _adversarial_term(self, x0_student: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
+                          distill_loss: torch.Tensor) -> torch.Tensor:
+        """One critic step (targets real, the student's x0 fake), then the student's term: the critic's score of
+        its x0, negated, weighted so its gradient at the student's last layer is config.adversarial times the
+        distillation loss's; 0 in the first adversarial_start of each round (x0s (B,C,H,W), t (B,) integer
+        times)."""
+        times = t.float() / self.schedule.T
+        self.critic.requires_grad_(True)
+        critic_loss = critic_hinge_loss(self.critic(target, times), self.critic(x0_student.detach(), times))
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+        self.critic_loss = float(critic_loss.detach())
+        self.critic.requires_grad_(False)  # the student's backward pass leaves the critic alone
+        if self.step % self.config.steps_per_round < self.config.adversarial_start * self.config.steps_per_round:
+            return torch.zeros((), device=distill_loss.device)
+        fooling = -self.critic(x0_student, times).mean()
+        return balanced_weight(distill_loss, fooling, self.student.out[-1].weight, self.config.adversarial) * fooling
 
     def _teacher_eps(self, context: torch.Tensor | None):
         """Round 0: the given model, guided; later rounds: the previous student, whose guidance is in its weights."""
@@ -263,7 +294,8 @@ class Distiller:
         return x_t, t, ab, context, landing_x0(x_t, x_next, ab, ab_next)
 
     def train_step(self) -> float:
-        """One optimizer step; returns its loss. The step that ends a round starts the next one."""
+        """One optimizer step; returns its distillation loss (the adversarial term left out, so that runs with and
+        without it compare). The step that ends a round starts the next one."""
         config, device = self.config, self.device
         rows, index, noise, keep = self.step_draws(self.step)
         if config.states == "teacher":
@@ -276,10 +308,12 @@ class Distiller:
         student_in = x_t.contiguous(memory_format=torch.channels_last) if low else x_t
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
             out = self.student(student_in, t.float() / self.schedule.T, context)
-        error = (x0_from_output(out.float(), x_t, ab, config.prediction) - target).pow(2).flatten(1).mean(1)
+        x0_student = x0_from_output(out.float(), x_t, ab, config.prediction)
+        error = (x0_student - target).pow(2).flatten(1).mean(1)
         loss = (truncated_snr_weight(ab.flatten()) * error).mean()
+        total = loss if self.critic is None else loss + self._adversarial_term(x0_student, target, t, loss)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         self.optimizer.step()
         self.ema.update_parameters(self.student)
         self.step += 1
@@ -289,9 +323,11 @@ class Distiller:
         return float(loss.detach())
 
     def state(self) -> dict:
+        critic = {} if self.critic is None else {"critic": self.critic.state_dict(),
+                                                 "critic_optimizer": self.critic_optimizer.state_dict()}
         return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "teacher": self.teacher_net.state_dict()}
+                "teacher": self.teacher_net.state_dict(), **critic}
 
     def save_state(self, path: Path) -> None:
         write_atomically(path, lambda tmp: torch.save(self.state(), tmp))
@@ -299,8 +335,8 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0,
-                 **state["config"]}  # older runs
+        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
+                 "adversarial_start": DistillConfig.adversarial_start, **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "
@@ -318,6 +354,9 @@ class Distiller:
             self.student.load_state_dict(state["student"])
             self.ema.load_state_dict(state["ema"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.critic is not None:
+                self.critic.load_state_dict(state["critic"])
+                self.critic_optimizer.load_state_dict(state["critic_optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this teacher: {reason}") from None
@@ -432,6 +471,8 @@ def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bo
                             refresh=False)
             entry = {"step": distiller.step, "round": round_before + 1, "calls": calls, "loss": round(loss, 6),
                      "lr": distiller.lr_at(distiller.step - 1), "seconds": round(time.perf_counter() - start, 3)}
+            if distiller.critic_loss is not None:
+                entry["critic_loss"] = round(distiller.critic_loss, 6)
             log.write(json.dumps(entry, allow_nan=False) + "\n")
             round_done = distiller.step % config.steps_per_round == 0
             if distiller.step % ckpt_every == 0 or round_done:

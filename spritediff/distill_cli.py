@@ -62,6 +62,15 @@ def add_distill_parser(sub) -> None:
                    help="the student's n_feat, a multiple of the teacher's (default: the teacher's): a wider "
                         "student starts as the teacher widened to compute the same function (Net2Net), with more "
                         "room for the few-step jumps; each step costs about (width / teacher's)^2 as much")
+    p.add_argument("--adversarial", type=nonnegative_float, default=d.adversarial, metavar="RATIO",
+                   help="add a critic that tells the teacher's x0 targets from the student's, and train the "
+                        "student to fool it as well as to match the targets: the critic's gradient at the "
+                        "student's last layer is RATIO times the squared error's (default 0: off; a squared error "
+                        "softens what a jump cannot resolve, a critic judges sharpness; docs/results.md)")
+    p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
+                   help=f"with --adversarial: the share of each round (0 to below 1) the student learns from the "
+                        f"squared error alone while the critic learns; an untrained critic only adds noise "
+                        f"(default {d.adversarial_start})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
                    help=f"Adam learning rate, decayed linearly to 0 within each round (default {d.lr})")
@@ -115,7 +124,8 @@ def run_distill(args) -> int:
                            steps_per_round=args.steps_per_round,
                            batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
-                           states=args.states, paths=args.paths, student_width=args.student_width or 0)
+                           states=args.states, paths=args.paths, student_width=args.student_width or 0,
+                           adversarial=args.adversarial, adversarial_start=args.adversarial_start)
     config.check(teacher.schedule.T)
     config.width_factor(teacher.net.n_feat)
     data = load_data(args.data, args.labels, teacher.net.in_channels)

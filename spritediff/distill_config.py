@@ -14,6 +14,7 @@ PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its def
 STATES = ("data", "teacher")  # where the student's x_t come from (spritediff.distill, "States")
 MAX_PATHS = 10**6
 MAX_WIDTH = 4096  # a bound on --student-width (n_feat): far past what a 16x16 net needs
+MAX_ADVERSARIAL = 100.0  # a bound on --adversarial: past it the distillation loss no longer steers the student
 
 
 @dataclass
@@ -36,6 +37,10 @@ class DistillConfig:
     states: str = "data"  # x_t: the data noised at the student's times, or states on the teacher's own paths
     paths: int = 16384  # with states "teacher": how many teacher paths are drawn at the start
     student_width: int = 0  # the student's n_feat, a multiple of the teacher's (widened from it); 0: the teacher's
+    adversarial: float = 0.0  # a critic's term, its gradient at the student's last layer this many times the
+    # distillation loss's (spritediff.adversarial); 0: off
+    adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
+    # while the critic learns to tell its x0 from the targets: a critic not yet trained only adds noise
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
 
     @property
@@ -78,6 +83,8 @@ class DistillConfig:
                          ("context_drop", 0 <= self.context_drop <= 1), ("ema", 0 <= self.ema < 1),
                          ("seed", 0 <= self.seed < 2**63), ("precision", self.precision in PRECISIONS),
                          ("states", self.states in STATES), ("paths", 1 <= self.paths <= MAX_PATHS),
-                         ("student_width", 0 <= self.student_width <= MAX_WIDTH)):
+                         ("student_width", 0 <= self.student_width <= MAX_WIDTH),
+                         ("adversarial", 0 <= self.adversarial <= MAX_ADVERSARIAL),
+                         ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -306,6 +306,47 @@ def test_a_wider_student_starts_as_its_teacher_and_resumes_to_the_same_weights(t
         assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
 
 
+def test_an_adversarial_run_logs_its_critic_and_resumes_to_the_same_weights(finished, teacher_folder, monkeypatch):
+    """--adversarial 0.5: the logged loss is the distillation loss alone (step 1's equals the plain run's, the
+    students being the same until then), the student ends elsewhere than the plain run's, the critic and its
+    optimizer are in the checkpoint, and a run stopped inside round 2 resumes to the uninterrupted weights."""
+    extra = ("--adversarial", 0.5)
+    assert run(distill_args(teacher_folder, "adv.safetensors", *extra)) == 0
+    log, plain_log = ([json.loads(line) for line in (teacher_folder / name).read_text().splitlines()]
+                      for name in ("adv.log.jsonl", "student.log.jsonl"))
+    assert log[0]["loss"] == plain_log[0]["loss"] and all(entry["critic_loss"] >= 0 for entry in log)
+    assert "critic_loss" not in plain_log[0]
+    assert load_model(teacher_folder / "adv.safetensors").info["config"]["adversarial"] == 0.5
+    whole, plain = read_state(teacher_folder / "adv.train.pt"), read_state(teacher_folder / "student.train.pt")
+    assert "critic" not in plain and not all(torch.equal(whole["ema"][k], plain["ema"][k]) for k in plain["ema"])
+    assert run_interrupted(monkeypatch, 5, distill_args(teacher_folder, "adv_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "adv_cut.safetensors", *extra, "--resume")) == 0
+    cut = read_state(teacher_folder / "adv_cut.train.pt")
+    for key in ("student", "ema", "critic"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+    assert whole["critic_optimizer"]["state"].keys() == cut["critic_optimizer"]["state"].keys()
+
+
+def test_the_adversarial_term_joins_after_its_start_share_of_each_round(teacher_folder):
+    """adversarial_start 0.5 of 4 steps a round: steps 1 and 2 leave the student where the plain run's steps do
+    (the critic learns beside it), step 3 moves it elsewhere."""
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial=adversarial,
+                                    adversarial_start=0.5), teacher, data, torch.device("cpu"))
+            for adversarial in (0.0, 1.0)]
+    for step in range(3):
+        for distiller in runs:
+            distiller.train_step()
+        plain, adversarial = (distiller.student.state_dict() for distiller in runs)
+        same = all(torch.equal(plain[k], adversarial[k]) for k in plain)
+        assert same == (step < 2), step
+    assert runs[1].critic_loss is not None and runs[0].critic is None
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
@@ -388,6 +429,9 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--prediction", "eps"], ("--prediction", "invalid choice")),
     (["--student-width", 12], ("--student-width must be a multiple of the teacher's width 8", "16")),
     (["--student-width", 0], ("--student-width",)),
+    (["--adversarial", -1], ("--adversarial", ">= 0")),
+    (["--adversarial", 1000], ("bad --adversarial",)),
+    (["--adversarial-start", 1], ("bad --adversarial-start",)),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)

@@ -1,0 +1,50 @@
+"""An adversarial term for distillation: a critic that tells the teacher's x0 targets from the student's, and the
+weight that balances its gradient against the distillation loss's (docs/design.md 4.16, "A loss that does not
+average").
+
+A squared error on a jump the student cannot resolve exactly is smallest at the average of what the jump could
+land on: a softened sprite. A critic judges each x0 by itself, so it penalises the softening the squared error
+rewards. The critic sees an x0 (the teacher's target or the student's) and the time t it was predicted at; it is
+trained with the hinge loss (Lim and Ye 2017) and its layers are spectrally normalised (Miyato et al., ICLR 2018),
+so that its gradient, the thing the student follows, stays bounded.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+WIDTH = 64
+SLOPE = 0.2  # LeakyReLU's negative slope
+
+
+class Critic(nn.Module):
+    """score = critic(x0 (B,C,H,W) in [-1, 1], t (B,) as a fraction of T): (B,) real-valued, high for targets.
+    H a multiple of 4; t enters as one more constant input channel."""
+
+    def __init__(self, channels: int, width: int = WIDTH):
+        super().__init__()
+        self.features = nn.Sequential(
+            spectral_norm(nn.Conv2d(channels + 1, width, 3, 1, 1)), nn.LeakyReLU(SLOPE),
+            spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
+            spectral_norm(nn.Conv2d(2 * width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = spectral_norm(nn.Linear(2 * width, 1))
+
+    def forward(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        plane = t.to(x0.dtype).view(-1, 1, 1, 1).expand(-1, 1, *x0.shape[2:])
+        return self.head(self.features(torch.cat([x0, plane], dim=1))).flatten()
+
+
+def critic_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """The critic's loss: mean relu(1 - real) + mean relu(1 + fake), 0 once every score is past its margin."""
+    return torch.relu(1 - real_scores).mean() + torch.relu(1 + fake_scores).mean()
+
+
+def balanced_weight(reference: torch.Tensor, term: torch.Tensor, layer: torch.Tensor, ratio: float) -> torch.Tensor:
+    """The detached scalar w for which w * term's gradient at `layer` has `ratio` times the norm of reference's
+    (Esser et al., CVPR 2021, "adaptive weight"): the term's strength then does not depend on its own scale,
+    which a critic's changes as it trains. Both losses' graphs are kept for the backward pass that follows."""
+    grad_reference, = torch.autograd.grad(reference, layer, retain_graph=True)
+    grad_term, = torch.autograd.grad(term, layer, retain_graph=True)
+    return (ratio * grad_reference.norm() / (grad_term.norm() + 1e-8)).clamp(max=1e4).detach()
