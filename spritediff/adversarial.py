@@ -4,8 +4,10 @@ average").
 
 A squared error on a jump the student cannot resolve exactly is smallest at the average of what the jump could
 land on: a softened sprite. A critic judges each x0 by itself, so it penalises the softening the squared error
-rewards. The critic sees an x0 (the teacher's target or the student's) and the time t it was predicted at; it is
-trained with the hinge loss (Lim and Ye 2017) and its layers are spectrally normalised (Miyato et al., ICLR 2018),
+rewards. The critic sees an x0 (the teacher's target or the student's), the x_t it was predicted from and the time t:
+given x_t the target is one image, so the critic can tell a landing that does not fit its x_t as well as a soft
+one (a critic of x0 and t alone was fooled within 10 steps of the term joining: docs/results.md). It is trained
+with the hinge loss (Lim and Ye 2017) and its layers are spectrally normalised (Miyato et al., ICLR 2018),
 so that its gradient, the thing the student follows, stays bounded.
 """
 from __future__ import annotations
@@ -19,21 +21,21 @@ SLOPE = 0.2  # LeakyReLU's negative slope
 
 
 class Critic(nn.Module):
-    """score = critic(x0 (B,C,H,W) in [-1, 1], t (B,) as a fraction of T): (B,) real-valued, high for targets.
-    H a multiple of 4; t enters as one more constant input channel."""
+    """score = critic(x0 (B,C,H,W) in [-1, 1], x_t (B,C,H,W), t (B,) as a fraction of T): (B,) real-valued, high
+    for targets. H a multiple of 4; x_t and t enter as more input channels (t as a constant plane)."""
 
     def __init__(self, channels: int, width: int = WIDTH):
         super().__init__()
         self.features = nn.Sequential(
-            spectral_norm(nn.Conv2d(channels + 1, width, 3, 1, 1)), nn.LeakyReLU(SLOPE),
+            spectral_norm(nn.Conv2d(2 * channels + 1, width, 3, 1, 1)), nn.LeakyReLU(SLOPE),
             spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
             spectral_norm(nn.Conv2d(2 * width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
             nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.head = spectral_norm(nn.Linear(2 * width, 1))
 
-    def forward(self, x0: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         plane = t.to(x0.dtype).view(-1, 1, 1, 1).expand(-1, 1, *x0.shape[2:])
-        return self.head(self.features(torch.cat([x0, plane], dim=1))).flatten()
+        return self.head(self.features(torch.cat([x0, x_t.to(x0.dtype), plane], dim=1))).flatten()
 
 
 def critic_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

@@ -69,6 +69,7 @@ from .train import batch_indices, ema_update, log_path, machine_name, noisy, sta
 
 STATE_KEYS = ("config", "step", "student", "ema", "optimizer", "teacher")
 CRITIC_BETAS = (0.5, 0.999)  # Adam's for the critic: a short first-moment memory, as GAN critics are trained
+CRITIC_LR_FACTOR = 4  # the critic's learning rate over the student's (two time scales, Heusel et al. 2017)
 PATH_BATCH = 256  # teacher paths drawn per batch at the start of a run with states "teacher"
 
 
@@ -202,21 +203,24 @@ class Distiller:
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
 
     def _new_critic(self) -> tuple[Critic, torch.optim.Optimizer]:
-        """A critic with weights from generator (seed, 0, 3), kept across rounds, and its Adam (constant lr)."""
+        """A critic with weights from generator (seed, 0, 3), kept across rounds, and its Adam (a constant lr,
+        CRITIC_LR_FACTOR times the student's, so that it keeps ahead of the student it judges)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=keyed_generator(self.config.seed, 0, 3))))
             critic = Critic(self.images.shape[-1]).to(self.device)
-        return critic, torch.optim.Adam(critic.parameters(), lr=self.config.lr, betas=CRITIC_BETAS)
+        return critic, torch.optim.Adam(critic.parameters(), lr=CRITIC_LR_FACTOR * self.config.lr,
+                                        betas=CRITIC_BETAS)
 
-    def _adversarial_term(self, x0_student: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
+    def _adversarial_term(self, x0_student: torch.Tensor, target: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                           distill_loss: torch.Tensor) -> torch.Tensor:
         """One critic step (targets real, the student's x0 fake), then the student's term: the critic's score of
         its x0, negated, weighted so its gradient at the student's last layer is config.adversarial times the
-        distillation loss's; 0 in the first adversarial_start of each round (x0s (B,C,H,W), t (B,) integer
-        times)."""
+        distillation loss's; 0 in the first adversarial_start of each round (x0s and x_t (B,C,H,W), t (B,)
+        integer times)."""
         times = t.float() / self.schedule.T
         self.critic.requires_grad_(True)
-        critic_loss = critic_hinge_loss(self.critic(target, times), self.critic(x0_student.detach(), times))
+        real, fake = self.critic(target, x_t, times), self.critic(x0_student.detach(), x_t, times)
+        critic_loss = critic_hinge_loss(real, fake)
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
@@ -224,7 +228,7 @@ class Distiller:
         self.critic.requires_grad_(False)  # the student's backward pass leaves the critic alone
         if self.step % self.config.steps_per_round < self.config.adversarial_start * self.config.steps_per_round:
             return torch.zeros((), device=distill_loss.device)
-        fooling = -self.critic(x0_student, times).mean()
+        fooling = -self.critic(x0_student, x_t, times).mean()
         return balanced_weight(distill_loss, fooling, self.student.out[-1].weight, self.config.adversarial) * fooling
 
     def _teacher_eps(self, context: torch.Tensor | None):
@@ -311,7 +315,7 @@ class Distiller:
         x0_student = x0_from_output(out.float(), x_t, ab, config.prediction)
         error = (x0_student - target).pow(2).flatten(1).mean(1)
         loss = (truncated_snr_weight(ab.flatten()) * error).mean()
-        total = loss if self.critic is None else loss + self._adversarial_term(x0_student, target, t, loss)
+        total = loss if self.critic is None else loss + self._adversarial_term(x0_student, target, x_t, t, loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

@@ -26,32 +26,34 @@ def test_the_weighted_terms_gradient_is_ratio_times_the_references(ratio):
 
 
 @pytest.mark.parametrize("size", [8, 16])
-def test_critic_gives_one_score_per_image_and_sees_the_time(size):
+def test_critic_gives_one_score_per_image_and_sees_the_start_and_the_time(size):
     torch.manual_seed(0)
     critic = Critic(3).eval()
-    x0 = torch.rand(5, 3, size, size) * 2 - 1
-    early, late = critic(x0, torch.full((5,), 0.1)), critic(x0, torch.full((5,), 0.9))
-    assert early.shape == (5,) and not torch.allclose(early, late)
+    x0, x_t = torch.rand(5, 3, size, size) * 2 - 1, torch.randn(5, 3, size, size)
+    early, late = critic(x0, x_t, torch.full((5,), 0.1)), critic(x0, x_t, torch.full((5,), 0.9))
+    other_start = critic(x0, torch.randn(5, 3, size, size), torch.full((5,), 0.1))
+    assert early.shape == (5,) and not torch.allclose(early, late) and not torch.allclose(early, other_start)
 
 
 def test_critic_learns_to_tell_sharp_images_from_their_blur():
     """The failure it is there for: a softened image. 200 Adam steps separate 3x3-box-blurred noise images from
-    the images themselves, held out."""
+    the images themselves, held out, each shown with its own noised start."""
     torch.manual_seed(0)
     critic = Critic(3)
     optimizer = torch.optim.Adam(critic.parameters(), lr=1e-3, betas=(0.5, 0.999))
 
     def pairs(n):
         sharp = torch.rand(n, 3, 16, 16) * 2 - 1
-        return sharp, torch.nn.functional.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False), torch.rand(n)
+        soft = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1, count_include_pad=False)
+        return sharp, soft, sharp + torch.randn_like(sharp), torch.rand(n)
 
     for _ in range(200):
-        sharp, soft, t = pairs(32)
-        loss = critic_hinge_loss(critic(sharp, t), critic(soft, t))
+        sharp, soft, x_t, t = pairs(32)
+        loss = critic_hinge_loss(critic(sharp, x_t, t), critic(soft, x_t, t))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    sharp, soft, t = pairs(64)
+    sharp, soft, x_t, t = pairs(64)
     with torch.no_grad():
-        right = (critic(sharp, t) > 0).float().mean() + (critic(soft, t) < 0).float().mean()
+        right = (critic(sharp, x_t, t) > 0).float().mean() + (critic(soft, x_t, t) < 0).float().mean()
     assert right.item() / 2 > 0.95
