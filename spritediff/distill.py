@@ -154,7 +154,7 @@ class Distiller:
     all of them."""
 
     def __init__(self, config: DistillConfig, teacher: SpriteModel, data: SpriteData, device: torch.device,
-                 progress: bool = False):
+                 progress: bool = False, init: SpriteModel | None = None):
         config.check(teacher.schedule.T)
         self.config, self.teacher_model, self.data, self.device = config, teacher, data, device
         self.schedule = teacher.schedule
@@ -165,7 +165,9 @@ class Distiller:
         self.step = 0
         self.student_width = teacher.net.n_feat * config.width_factor(teacher.net.n_feat)
         self._set_teacher(copy.deepcopy(teacher.net).to(device))
-        self._start_round(self.teacher_net)
+        if init is not None:
+            check_init(init, config, self.grids[1], self.student_width)
+        self._start_round(self.teacher_net, None if init is None else init.net)
         self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
         self.critic, self.critic_optimizer = self._new_critic() if config.adversarial else (None, None)
         self.critic_loss: float | None = None  # the last step's, for the log
@@ -190,10 +192,12 @@ class Distiller:
         model = SpriteModel(net, self.schedule, self.teacher_model.classes, prediction_type=prediction)
         self.teacher_engine = Engine(model, self.device, fast=True, precision=self.config.precision)
 
-    def _start_round(self, source: nn.Module) -> None:
-        """A student with source's weights (round 0 of a wider student: source widened, the same function), its
-        warmed-up EMA and a fresh Adam."""
+    def _start_round(self, source: nn.Module, start: nn.Module | None = None) -> None:
+        """A student with source's weights (round 0 of a wider student: source widened, the same function), or
+        start's where given (a student of this round's grid to go on from), its warmed-up EMA and a fresh Adam."""
         self.student = widen(source, self.student_width // source.n_feat, keyed_generator(self.config.seed, 0, 2))
+        if start is not None:
+            self.student.load_state_dict(start.state_dict())
         self.student = self.student.to(self.device).train()
         for p in self.student.parameters():
             p.requires_grad_(True)
@@ -340,7 +344,7 @@ class Distiller:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
-                 "adversarial_start": DistillConfig.adversarial_start, **state["config"]}  # older runs
+                 "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "", **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "
@@ -423,6 +427,26 @@ def check_data_fits(teacher: SpriteModel, data: SpriteData) -> None:
         raise SpriteDiffError(f"the teacher has {net.n_cfeat} context classes and the data {classes}; give {need}")
 
 
+def check_init(init: SpriteModel, config: DistillConfig, grid: list[int], width: int) -> None:
+    """A SpriteDiffError unless init is a student of this run's teacher that round 0's student can start from: the
+    same teacher (config.teacher_sha256), grid, guidance, prediction and width."""
+    name = init.path or "the --init model"
+    if init.student is None:
+        raise SpriteDiffError(f"--init {name} is not a distilled student; give a student of the same teacher "
+                              f"(or leave --init out to start from the teacher)")
+    mismatches = [(what, mine, wanted) for what, mine, wanted in (
+        ("teacher", init.student.teacher.get("sha256"), config.teacher_sha256),
+        ("grid", list(init.student.timesteps), list(grid)),
+        ("guidance", init.student.guidance, config.guidance),
+        ("prediction", init.prediction_type, config.prediction),
+        ("width", init.net.n_feat, width)) if mine != wanted]
+    if mismatches:
+        what, mine, wanted = mismatches[0]
+        shown_values = ("another teacher's", "this one's") if what == "teacher" else (mine, wanted)
+        raise SpriteDiffError(f"--init {name} cannot start this run: its {what} is {shown_values[0]}, round 1's "
+                              f"student needs {shown_values[1]}")
+
+
 def check_teacher(teacher: SpriteModel, name: str) -> None:
     if teacher.student is not None:
         raise SpriteDiffError(f"--teacher {name} is already {teacher.student.describe()}; distil its own teacher "
@@ -431,13 +455,14 @@ def check_teacher(teacher: SpriteModel, name: str) -> None:
 
 def run_distillation(config: DistillConfig, teacher: SpriteModel, data: SpriteData, out: Path, device: torch.device,
                      ckpt_every: int = 500, resume: bool = False, overwrite: bool = False, progress: bool = True,
-                     data_name: str = "", dtype=torch.float16) -> SpriteModel:
+                     data_name: str = "", dtype=torch.float16, init: SpriteModel | None = None) -> SpriteModel:
     """Distil teacher into a config.calls-step student written to out, checkpointing every ckpt_every steps and at
     each round's end; each finished round's student is also kept (round_path). An existing run at out is
-    continued (resume) or replaced (overwrite); with neither, it is a user error (checked by the caller)."""
+    continued (resume) or replaced (overwrite); with neither, it is a user error (checked by the caller). init: a
+    student of this teacher and round 0's grid that round 0 starts from instead of the teacher (check_init)."""
     check_teacher(teacher, teacher.path or "default")
     check_data_fits(teacher, data)
-    distiller = Distiller(config, teacher, data, device, progress)
+    distiller = Distiller(config, teacher, data, device, progress, init)
     if resume:
         distiller.load_state(state_path(out))
     if overwrite:

@@ -62,6 +62,11 @@ def add_distill_parser(sub) -> None:
                    help="the student's n_feat, a multiple of the teacher's (default: the teacher's): a wider "
                         "student starts as the teacher widened to compute the same function (Net2Net), with more "
                         "room for the few-step jumps; each step costs about (width / teacher's)^2 as much")
+    p.add_argument("--init", metavar="STUDENT",
+                   help="start round 1's student from STUDENT, a student of the same teacher on round 1's grid "
+                        "(the same --calls, --start-steps, --jump, --guidance, --prediction and width), instead of "
+                        "from the teacher: to go on from a finished run with other settings, e.g. --adversarial "
+                        "with --adversarial-start 0.2; resume with the same --init")
     p.add_argument("--adversarial", type=nonnegative_float, default=d.adversarial, metavar="RATIO",
                    help="add a critic that tells the teacher's x0 targets from the student's, and train the "
                         "student to fool it as well as to match the targets: the critic's gradient at the "
@@ -132,9 +137,11 @@ def run_distill(args) -> int:
     data = load_data(args.data, args.labels, teacher.net.in_channels)
     check_data_fits(teacher, data)
     config.teacher_sha256 = teacher_fingerprint(teacher)
+    init = None if args.init is None else load_model(args.init)
+    config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     model = run_distillation(config, teacher, data, out, device, args.ckpt_every, args.resume, args.overwrite,
                              progress=sys.stderr.isatty(), data_name=Path(args.data).name,
-                             dtype=torch.float32 if args.fp32 else torch.float16)
+                             dtype=torch.float32 if args.fp32 else torch.float16, init=init)
     print(f"wrote {out}: {model.student.describe()} after {model.info['steps_done']} steps "
           f"({model.info['wall_seconds']} s)")
     return 0

@@ -42,6 +42,7 @@ class DistillConfig:
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
     # while the critic learns to tell its x0 from the targets: a critic not yet trained only adds noise
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
+    init_sha256: str = ""  # the student round 0 starts from (--init), if not the teacher: its fingerprint
 
     @property
     def rounds(self) -> int:

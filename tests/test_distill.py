@@ -347,6 +347,44 @@ def test_the_adversarial_term_joins_after_its_start_share_of_each_round(teacher_
     assert runs[1].critic_loss is not None and runs[0].critic is None
 
 
+def test_init_starts_round_one_from_a_student_and_a_resume_needs_the_same_one(finished, teacher_folder, capsys):
+    """--init with round 1's finished student of the plain run (4 calls on the same grid): the new run's student
+    and EMA start as that student's weights, not the teacher's, the run records its fingerprint, and resuming
+    without --init is refused."""
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller, teacher_fingerprint
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    start = load_model(round_path(finished, 4))
+    config = DistillConfig(calls=2, start_steps=8, steps_per_round=3, batch=6,
+                           teacher_sha256=teacher_fingerprint(teacher))
+    distiller = Distiller(config, teacher, data, torch.device("cpu"), init=start)
+    for weights in (distiller.student.state_dict(), distiller.ema.module.state_dict()):
+        assert all(torch.equal(weights[k], v) for k, v in start.net.state_dict().items())
+    assert not torch.equal(distiller.student.state_dict()["out.3.weight"], teacher.net.state_dict()["out.3.weight"])
+    extra = ("--init", round_path(finished, 4), "--adversarial", 0.5, "--adversarial-start", 0)
+    assert run(distill_args(teacher_folder, "init.safetensors", *extra)) == 0
+    config = load_model(teacher_folder / "init.safetensors").info["config"]
+    assert config["init_sha256"] == teacher_fingerprint(start) != config["teacher_sha256"]
+    assert run(distill_args(teacher_folder, "init.safetensors", "--adversarial", 0.5, "--adversarial-start", 0,
+                            "--resume")) == 2
+    one_line_error(capsys, "other settings", "init_sha256")
+
+
+def test_init_refuses_what_round_one_cannot_start_from_in_one_line(finished, teacher_folder, tmp_path, capsys):
+    """Not a student (the teacher itself), a student of another grid (the final 2-call one for a run whose round 1
+    makes 4 calls), and one of another guidance: one line each, nothing written."""
+    for init, extra, words in ((teacher_folder / "teacher.safetensors", (), ("is not a distilled student",)),
+                               (finished, (), ("its grid is [500, 250, 0]", "needs [500, 375, 250, 125, 0]")),
+                               (finished, ("--jump", 4, "--guidance", 2), ("its guidance is 0.5", "needs 2"))):
+        args = distill_args(teacher_folder, "unused.safetensors", "--init", init, *extra)
+        args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
+        assert run(args) == 2
+        one_line_error(capsys, *words)
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
