@@ -167,7 +167,7 @@ class Distiller:
         self._set_teacher(copy.deepcopy(teacher.net).to(device))
         if init is not None:
             check_init(init, config, self.grids[1], self.student_width)
-        self._start_round(self.teacher_net, None if init is None else init.net)
+        self._start_round(self.teacher_net if init is None else init.net)
         self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
         self.critic, self.critic_optimizer = self._new_critic() if config.adversarial else (None, None)
         self.critic_loss: float | None = None  # the last step's, for the log
@@ -192,12 +192,10 @@ class Distiller:
         model = SpriteModel(net, self.schedule, self.teacher_model.classes, prediction_type=prediction)
         self.teacher_engine = Engine(model, self.device, fast=True, precision=self.config.precision)
 
-    def _start_round(self, source: nn.Module, start: nn.Module | None = None) -> None:
-        """A student with source's weights (round 0 of a wider student: source widened, the same function), or
-        start's where given (a student of this round's grid to go on from), its warmed-up EMA and a fresh Adam."""
+    def _start_round(self, source: nn.Module) -> None:
+        """A student with source's weights (the round's teacher, or round 0's --init student; round 0 of a wider
+        student: source widened, the same function), its warmed-up EMA and a fresh Adam."""
         self.student = widen(source, self.student_width // source.n_feat, keyed_generator(self.config.seed, 0, 2))
-        if start is not None:
-            self.student.load_state_dict(start.state_dict())
         self.student = self.student.to(self.device).train()
         for p in self.student.parameters():
             p.requires_grad_(True)

@@ -66,7 +66,7 @@ def add_distill_parser(sub) -> None:
                    help="start round 1's student from STUDENT, a student of the same teacher on round 1's grid "
                         "(the same --calls, --start-steps, --jump, --guidance, --prediction and width), instead of "
                         "from the teacher: to go on from a finished run with other settings, e.g. --adversarial "
-                        "with --adversarial-start 0.2; resume with the same --init")
+                        "(docs/results.md); resume with the same --init")
     p.add_argument("--adversarial", type=nonnegative_float, default=d.adversarial, metavar="RATIO",
                    help="add a critic that tells the teacher's x0 targets from the student's, and train the "
                         "student to fool it as well as to match the targets: the critic's gradient at the "
