@@ -29,7 +29,10 @@ docs/default_model.md). With states "teacher" (one round only) the run first dra
 teacher's DDIM from pure noise, each with a context drawn as a training row's (dropped with p = context_drop),
 and keeps every path's states at the student's grid; a training step draws (path, i) and learns the step from
 state i to state i + 1, whose target is the same closed form (landing_x0) with no teacher call. Path j's noise
-and context come from generators keyed by (seed, j, 1), so a resumed run draws the same paths again.
+and context come from generators keyed by (seed, j, 1), so a resumed run draws the same paths again. With states
+"student" (one round, from an --init student) x_t is the state the round's EMA student reaches in i of its own
+calls from pure noise, and the target is the teacher's J steps from there: the student learns where its own
+earlier calls put it (on-policy, as DAgger, Ross et al. 2011), which neither the data nor the teacher's paths show.
 
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
@@ -53,6 +56,7 @@ from tqdm.auto import tqdm
 from .adversarial import Critic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
+from .denoiser import Denoiser
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
 from .engine import Engine
 from .errors import SpriteDiffError
@@ -275,11 +279,15 @@ class Distiller:
                                           self.grids[0], config.jump, self.alphas_cumprod).float())
         return torch.cat(chunks), contexts
 
+    def _teacher_path(self, index: torch.Tensor) -> list[torch.Tensor]:
+        """The round's teacher times from student step `index` (B,) to the next: jump + 1 tensors (B,) long."""
+        teacher_grid = torch.tensor(self.grids[self.round], device=self.device)
+        return [teacher_grid[self.config.jump * index.to(self.device) + k] for k in range(self.config.jump + 1)]
+
     def _data_batch(self, rows, index, noise, keep):
         """x_t (the data noised at the student's times), t, ab_t, context and the teacher's x0 target."""
-        device, jump = self.device, self.config.jump
-        teacher_grid = torch.tensor(self.grids[self.round], device=device)
-        path = [teacher_grid[jump * index.to(device) + k] for k in range(jump + 1)]
+        device = self.device
+        path = self._teacher_path(index)
         t = path[0]
         x0 = to_model_space(self.images[rows.to(device)])
         context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
@@ -288,6 +296,28 @@ class Distiller:
         with torch.no_grad():
             target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
         return x_t, t, ab, context, target
+
+    def _student_batch(self, rows, index, noise, keep):
+        """x_t (the state the round's EMA student reaches in `index` of its own calls from x_T = noise, with row
+        `rows`' context), t, ab_t, context and the teacher's x0 target from there (states "student")."""
+        device = self.device
+        context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
+        index = index.to(device)
+        net = self.ema.module
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            student_eps = Denoiser(net, self.schedule, context, bf16=self.config.precision == "bf16",
+                                   prediction_type=self.config.prediction)  # as its sampler calls it: no guidance
+            states = path_states(student_eps, noise.to(device),
+                                 self.grids[1][:int(index.max()) + 1], 1, self.alphas_cumprod)
+        net.train(was_training)
+        x_t = states[torch.arange(len(index), device=device), index]
+        path = self._teacher_path(index)
+        t = path[0]
+        with torch.no_grad():
+            target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
+        return x_t, t, self.alphas_cumprod[t].view(-1, 1, 1, 1), context, target
 
     def _path_batch(self, rows, index):
         """x_t (state i of teacher paths `rows`), t, ab_t, context and the x0 that lands on state i + 1."""
@@ -306,6 +336,8 @@ class Distiller:
         rows, index, noise, keep = self.step_draws(self.step)
         if config.states == "teacher":
             x_t, t, ab, context, target = self._path_batch(rows, index)
+        elif config.states == "student":
+            x_t, t, ab, context, target = self._student_batch(rows, index, noise, keep)
         else:
             x_t, t, ab, context, target = self._data_batch(rows, index, noise, keep)
         for group in self.optimizer.param_groups:

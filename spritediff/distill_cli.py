@@ -54,7 +54,9 @@ def add_distill_parser(sub) -> None:
                         "DDIM path from pure noise, where the student's later calls will be, and the target is the "
                         "path's next state (one round only: --start-steps = --calls x --jump; the paths are drawn "
                         "once at the start of the run, and again on --resume); measured no better than data, and cheaper for "
-                        "long jumps (docs/results.md)")
+                        "long jumps (docs/results.md); student: x_t is where the student's own calls from pure noise "
+                        "lead, and the target the teacher's steps from there, so it learns to correct its own drift "
+                        "(one round only, and --init must give the student it starts from)")
     p.add_argument("--paths", type=positive_int, default=d.paths,
                    help=f"with --states teacher: teacher paths drawn at the start (default {d.paths}; each costs "
                         f"--start-steps guided teacher calls and (--calls + 1) x C x H x W floats of memory)")
@@ -133,13 +135,13 @@ def run_distill(args) -> int:
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_start=args.adversarial_start)
+    init = None if args.init is None else load_model(args.init)
+    config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)
     config.width_factor(teacher.net.n_feat)
     data = load_data(args.data, args.labels, teacher.net.in_channels)
     check_data_fits(teacher, data)
     config.teacher_sha256 = teacher_fingerprint(teacher)
-    init = None if args.init is None else load_model(args.init)
-    config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     model = run_distillation(config, teacher, data, out, device, args.ckpt_every, args.resume, args.overwrite,
                              progress=sys.stderr.isatty(), data_name=Path(args.data).name,
                              dtype=torch.float32 if args.fp32 else torch.float16, init=init)

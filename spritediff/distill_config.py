@@ -11,7 +11,7 @@ from .errors import SpriteDiffError
 STUDENT_PREDICTIONS = ("v", "x0")  # eps is refused: it cannot give x0 at the noisiest step (module docstring)
 MAX_ROUND_STEPS = 10**8
 PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its definition
-STATES = ("data", "teacher")  # where the student's x_t come from (spritediff.distill, "States")
+STATES = ("data", "teacher", "student")  # where the student's x_t come from (spritediff.distill, "States")
 MAX_PATHS = 10**6
 MAX_WIDTH = 4096  # a bound on --student-width (n_feat): far past what a 16x16 net needs
 MAX_ADVERSARIAL = 100.0  # a bound on --adversarial: past it the distillation loss no longer steers the student
@@ -34,7 +34,8 @@ class DistillConfig:
     ema: float = 0.999  # the EMA (warmed up) of each round's student, which the next round and the file take
     seed: int = 0
     precision: str = "fp32"  # or bf16: teacher and student forward passes under bf16 autocast
-    states: str = "data"  # x_t: the data noised at the student's times, or states on the teacher's own paths
+    states: str = "data"  # x_t: the data noised at the student's times, states on the teacher's own paths, or
+    # the student's own states (from --init's student on)
     paths: int = 16384  # with states "teacher": how many teacher paths are drawn at the start
     student_width: int = 0  # the student's n_feat, a multiple of the teacher's (widened from it); 0: the teacher's
     adversarial: float = 0.0  # a critic's term, its gradient at the student's last layer this many times the
@@ -74,10 +75,14 @@ class DistillConfig:
             raise SpriteDiffError(f"--start-steps must be --calls times a power of --jump (at least 1), at most T={T}: "
                                   f"with --calls {self.calls} and --jump {self.jump}, one of "
                                   f"{', '.join(map(str, powers)) or 'none'}; got {self.start_steps}")
-        if self.states == "teacher" and self.rounds != 1:
-            raise SpriteDiffError(f"--states teacher distils in one round: give --start-steps = --calls x --jump "
-                                  f"(e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
+        if self.states != "data" and self.rounds != 1:
+            raise SpriteDiffError(f"--states {self.states} distils in one round: give --start-steps = --calls x "
+                                  f"--jump (e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
+        if self.states == "student" and not self.init_sha256:
+            raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
+                                  "student of this teacher to start from (the teacher's weights read as a student's "
+                                  "output draw no sprites)")
         for name, ok in (("steps_per_round", 1 <= self.steps_per_round <= MAX_ROUND_STEPS),
                          ("batch", 1 <= self.batch <= 100_000), ("lr", self.lr > 0), ("guidance", self.guidance >= 0),
                          ("prediction", self.prediction in STUDENT_PREDICTIONS),

@@ -385,6 +385,54 @@ def test_init_refuses_what_round_one_cannot_start_from_in_one_line(finished, tea
         assert list(tmp_path.iterdir()) == []
 
 
+def test_student_states_are_its_own_samplers_states_and_the_target_is_the_teachers_steps_from_there(
+        finished, teacher_folder):
+    """--states student: every x_t of a step is the state the (init) student's own DDIM sampler reaches from that
+    row's noise and context after `index` calls, and its target is the teacher's guided DDIM steps from there."""
+    from spritediff.data import load_data
+    from spritediff.denoiser import Denoiser
+    from spritediff.distill import Distiller, teacher_fingerprint
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    start = load_model(round_path(finished, 4))
+    config = DistillConfig(calls=4, start_steps=8, steps_per_round=3, batch=16, states="student",
+                           teacher_sha256=teacher_fingerprint(teacher), init_sha256=teacher_fingerprint(start))
+    distiller = Distiller(config, teacher, data, torch.device("cpu"), init=start)
+    rows, index, noise, keep = distiller.step_draws(0)
+    assert len(set(index.tolist())) > 1  # the batch mixes student steps
+    x_t, t, ab, context, target = distiller._student_batch(rows, index, noise, keep)
+    sample_states = states_at(Denoiser(start.net.eval(), SCHEDULE, context, prediction_type="v"), noise,
+                              STUDENT_GRID)
+    expected = torch.stack([sample_states[STUDENT_GRID[i]][j] for j, i in enumerate(index.tolist())])
+    assert torch.allclose(x_t, expected, atol=1e-5)
+    assert t.tolist() == [STUDENT_GRID[i] for i in index.tolist()]
+    for j, i in enumerate(index.tolist()):
+        path = [full(time, 1) for time in TEACHER_GRID[2 * i:2 * i + 3]]
+        one = Denoiser(teacher.net.eval(), SCHEDULE, context[j:j + 1], guidance=config.guidance)
+        wanted, _ = distillation_target(one, x_t[j:j + 1], path, SCHEDULE.alphas_cumprod.float())
+        assert torch.allclose(target[j:j + 1], wanted, atol=1e-4), j
+
+
+def test_a_run_on_the_students_own_states_resumes_to_the_same_weights_and_needs_init(finished, teacher_folder,
+                                                                                    monkeypatch, capsys, tmp_path):
+    """--states student from --init: a run stopped at step 2 and resumed ends on the uninterrupted run's weights;
+    without --init it is one line and writes nothing."""
+    extra = ("--calls", 4, "--states", "student", "--init", round_path(finished, 4))
+    assert run(distill_args(teacher_folder, "own.safetensors", *extra)) == 0
+    assert load_model(teacher_folder / "own.safetensors").info["config"]["states"] == "student"
+    assert run_interrupted(monkeypatch, 2, distill_args(teacher_folder, "own_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "own_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut = (read_state(teacher_folder / name) for name in ("own.train.pt", "own_cut.train.pt"))
+    assert all(torch.equal(whole["ema"][k], cut["ema"][k]) for k in whole["ema"])
+    capsys.readouterr()
+    args = distill_args(teacher_folder, "unused.safetensors", "--calls", 4, "--states", "student")
+    args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
+    assert run(args) == 2
+    one_line_error(capsys, "--states student", "give --init")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
