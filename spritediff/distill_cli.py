@@ -56,7 +56,8 @@ def add_distill_parser(sub) -> None:
                         "once at the start of the run, and again on --resume); measured no better than data, and cheaper for "
                         "long jumps (docs/results.md); student: x_t is where the student's own calls from pure noise "
                         "lead, and the target the teacher's steps from there, so it learns to correct its own drift "
-                        "(one round only, and --init must give the student it starts from)")
+                        "(one round only, and --init must give the student it starts from); measured: a little "
+                        "more precision for less spread")
     p.add_argument("--paths", type=positive_int, default=d.paths,
                    help=f"with --states teacher: teacher paths drawn at the start (default {d.paths}; each costs "
                         f"--start-steps guided teacher calls and (--calls + 1) x C x H x W floats of memory)")
