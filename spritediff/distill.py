@@ -56,7 +56,6 @@ from tqdm.auto import tqdm
 from .adversarial import Critic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
-from .denoiser import Denoiser
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
 from .engine import Engine
 from .errors import SpriteDiffError
@@ -303,15 +302,12 @@ class Distiller:
         device = self.device
         context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
         index = index.to(device)
-        net = self.ema.module
-        was_training = net.training
-        net.eval()
+        student = SpriteModel(self.ema.module, self.schedule, self.teacher_model.classes,
+                              prediction_type=self.config.prediction)
+        engine = Engine(student, device, fast=True, precision=self.config.precision)  # a folded copy, as `sample`
         with torch.no_grad():
-            student_eps = Denoiser(net, self.schedule, context, bf16=self.config.precision == "bf16",
-                                   prediction_type=self.config.prediction)  # as its sampler calls it: no guidance
-            states = path_states(student_eps, noise.to(device),
-                                 self.grids[1][:int(index.max()) + 1], 1, self.alphas_cumprod)
-        net.train(was_training)
+            states = path_states(engine.eps(context), noise.to(device), self.grids[1][:int(index.max()) + 1], 1,
+                                 self.alphas_cumprod)  # no guidance: the student's own is in its weights
         x_t = states[torch.arange(len(index), device=device), index]
         path = self._teacher_path(index)
         t = path[0]
