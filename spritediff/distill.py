@@ -283,37 +283,37 @@ class Distiller:
         teacher_grid = torch.tensor(self.grids[self.round], device=self.device)
         return [teacher_grid[self.config.jump * index.to(self.device) + k] for k in range(self.config.jump + 1)]
 
+    def _row_context(self, rows: torch.Tensor, keep: torch.Tensor) -> torch.Tensor | None:
+        """The (B, K) class rows of data rows `rows`, zero where keep (B,) is 0; None without classes."""
+        if self.labels is None:
+            return None
+        return self.labels[rows.to(self.device)] * keep.to(self.device)[:, None]
+
+    def _teacher_target(self, x_t: torch.Tensor, path: list[torch.Tensor], context) -> torch.Tensor:
+        """The x0 with which one student step from x_t (B,C,H,W) lands where the teacher's steps along path do."""
+        with torch.no_grad():
+            return distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)[0]
+
     def _data_batch(self, rows, index, noise, keep):
         """x_t (the data noised at the student's times), t, ab_t, context and the teacher's x0 target."""
-        device = self.device
-        path = self._teacher_path(index)
-        t = path[0]
-        x0 = to_model_space(self.images[rows.to(device)])
-        context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
-        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
-        x_t = noisy(x0, noise.to(device), ab)
-        with torch.no_grad():
-            target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
-        return x_t, t, ab, context, target
+        path, context = self._teacher_path(index), self._row_context(rows, keep)
+        ab = self.alphas_cumprod[path[0]].view(-1, 1, 1, 1)
+        x_t = noisy(to_model_space(self.images[rows.to(self.device)]), noise.to(self.device), ab)
+        return x_t, path[0], ab, context, self._teacher_target(x_t, path, context)
 
     def _student_batch(self, rows, index, noise, keep):
         """x_t (the state the round's EMA student reaches in `index` of its own calls from x_T = noise, with row
         `rows`' context), t, ab_t, context and the teacher's x0 target from there (states "student")."""
-        device = self.device
-        context = None if self.labels is None else self.labels[rows.to(device)] * keep.to(device)[:, None]
-        index = index.to(device)
+        path, context = self._teacher_path(index), self._row_context(rows, keep)
         student = SpriteModel(self.ema.module, self.schedule, self.teacher_model.classes,
                               prediction_type=self.config.prediction)
-        engine = Engine(student, device, fast=True, precision=self.config.precision)  # a folded copy, as `sample`
+        engine = Engine(student, self.device, fast=True, precision=self.config.precision)  # a folded copy, as `sample`
         with torch.no_grad():
-            states = path_states(engine.eps(context), noise.to(device), self.grids[1][:int(index.max()) + 1], 1,
+            states = path_states(engine.eps(context), noise.to(self.device), self.grids[1][:int(index.max()) + 1], 1,
                                  self.alphas_cumprod)  # no guidance: the student's own is in its weights
-        x_t = states[torch.arange(len(index), device=device), index]
-        path = self._teacher_path(index)
-        t = path[0]
-        with torch.no_grad():
-            target, _ = distillation_target(self._teacher_eps(context), x_t, path, self.alphas_cumprod)
-        return x_t, t, self.alphas_cumprod[t].view(-1, 1, 1, 1), context, target
+        x_t = states[torch.arange(len(index), device=self.device), index.to(self.device)]
+        ab = self.alphas_cumprod[path[0]].view(-1, 1, 1, 1)
+        return x_t, path[0], ab, context, self._teacher_target(x_t, path, context)
 
     def _path_batch(self, rows, index):
         """x_t (state i of teacher paths `rows`), t, ab_t, context and the x0 that lands on state i + 1."""
