@@ -9,6 +9,10 @@ given x_t the target is one image, so the critic can tell a landing that does no
 one (a critic of x0 and t alone was fooled within 10 steps of the term joining: docs/results.md). It is trained
 with the hinge loss (Lim and Ye 2017) and its layers are spectrally normalised (Miyato et al., ICLR 2018),
 so that its gradient, the thing the student follows, stays bounded.
+
+A second critic (SampleCritic) judges the student's whole few-call sample against real sprites of the same class
+(as the adversarial terms of Sauer et al.'s ADD, 2023, and Yin et al.'s DMD2, 2024, judge against real images):
+the first critic can at best bring the student to its teacher's sampler, this one can take it past it.
 """
 from __future__ import annotations
 
@@ -20,22 +24,50 @@ WIDTH = 64
 SLOPE = 0.2  # LeakyReLU's negative slope
 
 
+def feature_layers(in_channels: int, width: int = WIDTH) -> nn.Sequential:
+    """The critics' spectrally normalised layers: (B, in_channels, H, W), H a multiple of 4 -> (B, 2 width)."""
+    return nn.Sequential(
+        spectral_norm(nn.Conv2d(in_channels, width, 3, 1, 1)), nn.LeakyReLU(SLOPE),
+        spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
+        spectral_norm(nn.Conv2d(2 * width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def planes(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, K) values as K constant planes the size of like (B,C,H,W), in its dtype: (B, K, H, W)."""
+    return values.to(like.dtype).view(*values.shape, 1, 1).expand(-1, -1, *like.shape[2:])
+
+
 class Critic(nn.Module):
     """score = critic(x0 (B,C,H,W) in [-1, 1], x_t (B,C,H,W), t (B,) as a fraction of T): (B,) real-valued, high
     for targets. H a multiple of 4; x_t and t enter as more input channels (t as a constant plane)."""
 
     def __init__(self, channels: int, width: int = WIDTH):
         super().__init__()
-        self.features = nn.Sequential(
-            spectral_norm(nn.Conv2d(2 * channels + 1, width, 3, 1, 1)), nn.LeakyReLU(SLOPE),
-            spectral_norm(nn.Conv2d(width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
-            spectral_norm(nn.Conv2d(2 * width, 2 * width, 4, 2, 1)), nn.LeakyReLU(SLOPE),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = feature_layers(2 * channels + 1, width)
         self.head = spectral_norm(nn.Linear(2 * width, 1))
 
     def forward(self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        plane = t.to(x0.dtype).view(-1, 1, 1, 1).expand(-1, 1, *x0.shape[2:])
-        return self.head(self.features(torch.cat([x0, x_t.to(x0.dtype), plane], dim=1))).flatten()
+        inputs = torch.cat([x0, x_t.to(x0.dtype), planes(t.view(-1, 1), x0)], dim=1)
+        return self.head(self.features(inputs)).flatten()
+
+
+class SampleCritic(nn.Module):
+    """score = critic(x (B,C,H,W) in [-1, 1], context (B, classes) or None): (B,) real-valued, high for real
+    sprites. A finished sample is judged with the class it was asked for (its one-hot row as constant planes; a
+    zero row, or classes = 0, for no context)."""
+
+    def __init__(self, channels: int, classes: int = 0, width: int = WIDTH):
+        super().__init__()
+        self.classes = classes
+        self.features = feature_layers(channels + classes, width)
+        self.head = spectral_norm(nn.Linear(2 * width, 1))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        if self.classes:
+            rows = torch.zeros(len(x), self.classes, device=x.device) if context is None else context
+            x = torch.cat([x, planes(rows, x)], dim=1)
+        return self.head(self.features(x)).flatten()
 
 
 def critic_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

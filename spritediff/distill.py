@@ -34,6 +34,11 @@ and context come from generators keyed by (seed, j, 1), so a resumed run draws t
 calls from pure noise, and the target is the teacher's J steps from there: the student learns where its own
 earlier calls put it (on-policy, as DAgger, Ross et al. 2011), which neither the data nor the teacher's paths show.
 
+A sample critic (adversarial_sample > 0) aims past the teacher: each step the student also draws a few-call sample
+from fresh noise with the classes of the step's data rows (its net in eval mode, as it samples), a SampleCritic
+learns to tell those samples from the rows' real sprites, and the student follows its gradient back through all
+its calls. The squared error ties the student to the teacher's sampler; this term, to the data.
+
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
 """
@@ -53,7 +58,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .adversarial import Critic, balanced_weight, critic_hinge_loss
+from .adversarial import Critic, SampleCritic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
@@ -140,6 +145,19 @@ def path_states(eps_fn, x_T: torch.Tensor, grid: list[int], keep_every: int,
     return torch.stack(kept, 1)
 
 
+def few_call_sample(x0_fn, x_T: torch.Tensor, grid: list[int], alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Deterministic DDIM along grid (decreasing times) from x_T (B,C,H,W), each step from the x0 that
+    x0_fn(x (B,C,H,W), t (B,) long, ab_t (B,1,1,1)) predicts: the state at grid[-1] (the sample, for grid[-1] = 0),
+    differentiable through every call."""
+    x = x_T
+    for here, there in zip(grid, grid[1:]):
+        ab, ab_next = alphas_cumprod[here], alphas_cumprod[there]
+        x0 = x0_fn(x, torch.full((len(x),), here, dtype=torch.long, device=x.device), ab.expand(len(x), 1, 1, 1))
+        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
+        x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+    return x
+
+
 def x0_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
     """The x0 a student's output implies at x_t: v -> sqrt(ab) x_t - sqrt(1 - ab) v; x0 -> the output itself."""
     if prediction == "v":
@@ -172,8 +190,12 @@ class Distiller:
             check_init(init, config, self.grids[1], self.student_width)
         self._start_round(self.teacher_net if init is None else init.net)
         self.paths, self.path_contexts = self._draw_paths(progress) if config.states == "teacher" else (None, None)
-        self.critic, self.critic_optimizer = self._new_critic() if config.adversarial else (None, None)
+        self.critic, self.critic_optimizer = self._new_critic(Critic, 3) if config.adversarial else (None, None)
+        classes = 0 if self.labels is None else self.labels.shape[1]
+        self.sample_critic, self.sample_critic_optimizer = (
+            self._new_critic(SampleCritic, 5, classes) if config.adversarial_sample else (None, None))
         self.critic_loss: float | None = None  # the last step's, for the log
+        self.sample_critic_loss: float | None = None
 
     @property
     def round(self) -> int:
@@ -207,34 +229,73 @@ class Distiller:
         self.ema = AveragedModel(self.student, multi_avg_fn=ema_update(self.config.ema, True), use_buffers=True)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
 
-    def _new_critic(self) -> tuple[Critic, torch.optim.Optimizer]:
-        """A critic with weights from generator (seed, 0, 3), kept across rounds, and its Adam (a constant lr,
-        CRITIC_LR_FACTOR times the student's, so that it keeps ahead of the student it judges)."""
+    def _new_critic(self, kind: type, stream: int, *args) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """A critic of `kind` (channels, *args) with weights from generator (seed, 0, stream), kept across rounds,
+        and its Adam (a constant lr, CRITIC_LR_FACTOR times the student's, to keep ahead of the student it judges)."""
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=keyed_generator(self.config.seed, 0, 3))))
-            critic = Critic(self.images.shape[-1]).to(self.device)
+            seed = keyed_generator(self.config.seed, 0, stream)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=seed)))
+            critic = kind(self.images.shape[-1], *args).to(self.device)
         return critic, torch.optim.Adam(critic.parameters(), lr=CRITIC_LR_FACTOR * self.config.lr,
                                         betas=CRITIC_BETAS)
 
     def _adversarial_term(self, x0_student: torch.Tensor, target: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                           distill_loss: torch.Tensor) -> torch.Tensor:
-        """One critic step (targets real, the student's x0 fake), then the student's term: the critic's score of
-        its x0, negated, weighted so its gradient at the student's last layer is config.adversarial times the
-        distillation loss's; 0 in the first adversarial_start of each round (x0s and x_t (B,C,H,W), t (B,)
-        integer times)."""
+        """The x0 critic's step (targets real, the student's x0 fake) and the student's term (_judged); x0s and x_t
+        (B,C,H,W), t (B,) integer times."""
         times = t.float() / self.schedule.T
-        self.critic.requires_grad_(True)
-        real, fake = self.critic(target, x_t, times), self.critic(x0_student.detach(), x_t, times)
-        critic_loss = critic_hinge_loss(real, fake)
-        self.critic_optimizer.zero_grad(set_to_none=True)
+        term, self.critic_loss = self._judged(self.critic, self.critic_optimizer, (target, x_t, times),
+                                              (x0_student, x_t, times), self.config.adversarial, distill_loss)
+        return term
+
+    def _sample_term(self, rows: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
+        """The sample critic's step (data rows `rows`' sprites real, the student's few-call samples from noise
+        (seed, step, 4) with the rows' classes fake) and the student's term, through all its calls (_judged)."""
+        rows = rows.to(self.device)
+        real = to_model_space(self.images[rows])
+        context = self._row_context(rows, torch.ones(len(rows)))
+        noise = torch.randn(real.shape, generator=keyed_generator(self.config.seed, self.step, 4)).to(self.device)
+        term, self.sample_critic_loss = self._judged(
+            self.sample_critic, self.sample_critic_optimizer, (real, context), (self._student_sample(noise, context),
+                                                                               context),
+            self.config.adversarial_sample, distill_loss)
+        return term
+
+    def _judged(self, critic: nn.Module, optimizer, real: tuple, fake: tuple, ratio: float,
+                distill_loss: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """(term, critic loss): one hinge step of critic, scoring critic(*real) high and critic(*fake) low (fake[0]
+        detached), then the student's term: the critic's score of fake[0], negated, weighted so that its gradient at
+        the student's last layer is `ratio` times the distillation loss's; 0 in the first adversarial_start of
+        each round, while the critic learns alone."""
+        critic.requires_grad_(True)
+        critic_loss = critic_hinge_loss(critic(*real), critic(fake[0].detach(), *fake[1:]))
+        optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
-        self.critic_optimizer.step()
-        self.critic_loss = float(critic_loss.detach())
-        self.critic.requires_grad_(False)  # the student's backward pass leaves the critic alone
+        optimizer.step()
+        critic.requires_grad_(False)  # the student's backward pass leaves the critic alone
         if self.step % self.config.steps_per_round < self.config.adversarial_start * self.config.steps_per_round:
-            return torch.zeros((), device=distill_loss.device)
-        fooling = -self.critic(x0_student, x_t, times).mean()
-        return balanced_weight(distill_loss, fooling, self.student.out[-1].weight, self.config.adversarial) * fooling
+            return torch.zeros((), device=distill_loss.device), float(critic_loss.detach())
+        fooling = -critic(*fake).mean()
+        weight = balanced_weight(distill_loss, fooling, self.student.out[-1].weight, ratio)
+        return weight * fooling, float(critic_loss.detach())
+
+    def _student_x0(self, x_t: torch.Tensor, t: torch.Tensor, ab: torch.Tensor, context) -> torch.Tensor:
+        """The online student's x0 at x_t (B,C,H,W), t (B,) integer times, ab (B,1,1,1), with its gradient."""
+        low = self.config.precision == "bf16"
+        student_in = x_t.contiguous(memory_format=torch.channels_last) if low else x_t
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low):
+            out = self.student(student_in, t.float() / self.schedule.T, context)
+        return x0_from_output(out.float(), x_t, ab, self.config.prediction)
+
+    def _student_sample(self, noise: torch.Tensor, context) -> torch.Tensor:
+        """The online student's sample from x_T = noise (B,C,H,W) on the round's grid, its net in eval mode (as it
+        samples), differentiable through every call."""
+        self.student.eval()
+        try:
+            return few_call_sample(lambda x, t, ab: self._student_x0(x, t, ab, context), noise,
+                                   self.grids[self.round + 1], self.alphas_cumprod)
+        finally:
+            self.student.train()
 
     def _teacher_eps(self, context: torch.Tensor | None):
         """Round 0: the given model, guided; later rounds: the previous student, whose guidance is in its weights."""
@@ -326,9 +387,9 @@ class Distiller:
         return x_t, t, ab, context, landing_x0(x_t, x_next, ab, ab_next)
 
     def train_step(self) -> float:
-        """One optimizer step; returns its distillation loss (the adversarial term left out, so that runs with and
-        without it compare). The step that ends a round starts the next one."""
-        config, device = self.config, self.device
+        """One optimizer step; returns its distillation loss (the critics' terms left out, so that runs with and
+        without them compare). The step that ends a round starts the next one."""
+        config = self.config
         rows, index, noise, keep = self.step_draws(self.step)
         if config.states == "teacher":
             x_t, t, ab, context, target = self._path_batch(rows, index)
@@ -338,14 +399,13 @@ class Distiller:
             x_t, t, ab, context, target = self._data_batch(rows, index, noise, keep)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        low = config.precision == "bf16"
-        student_in = x_t.contiguous(memory_format=torch.channels_last) if low else x_t
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=low):
-            out = self.student(student_in, t.float() / self.schedule.T, context)
-        x0_student = x0_from_output(out.float(), x_t, ab, config.prediction)
+        x0_student = self._student_x0(x_t, t, ab, context)
         error = (x0_student - target).pow(2).flatten(1).mean(1)
-        loss = (truncated_snr_weight(ab.flatten()) * error).mean()
-        total = loss if self.critic is None else loss + self._adversarial_term(x0_student, target, x_t, t, loss)
+        loss = total = (truncated_snr_weight(ab.flatten()) * error).mean()
+        if self.critic is not None:
+            total = total + self._adversarial_term(x0_student, target, x_t, t, loss)
+        if self.sample_critic is not None:
+            total = total + self._sample_term(rows, loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -359,6 +419,9 @@ class Distiller:
     def state(self) -> dict:
         critic = {} if self.critic is None else {"critic": self.critic.state_dict(),
                                                  "critic_optimizer": self.critic_optimizer.state_dict()}
+        if self.sample_critic is not None:
+            critic.update(sample_critic=self.sample_critic.state_dict(),
+                          sample_critic_optimizer=self.sample_critic_optimizer.state_dict())
         return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "teacher": self.teacher_net.state_dict(), **critic}
@@ -369,7 +432,7 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
+        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0, "adversarial_sample": 0.0,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "", **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
@@ -391,6 +454,9 @@ class Distiller:
             if self.critic is not None:
                 self.critic.load_state_dict(state["critic"])
                 self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            if self.sample_critic is not None:
+                self.sample_critic.load_state_dict(state["sample_critic"])
+                self.sample_critic_optimizer.load_state_dict(state["sample_critic_optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this teacher: {reason}") from None
@@ -528,6 +594,8 @@ def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bo
                      "lr": distiller.lr_at(distiller.step - 1), "seconds": round(time.perf_counter() - start, 3)}
             if distiller.critic_loss is not None:
                 entry["critic_loss"] = round(distiller.critic_loss, 6)
+            if distiller.sample_critic_loss is not None:
+                entry["sample_critic_loss"] = round(distiller.sample_critic_loss, 6)
             log.write(json.dumps(entry, allow_nan=False) + "\n")
             round_done = distiller.step % config.steps_per_round == 0
             if distiller.step % ckpt_every == 0 or round_done:

@@ -77,9 +77,17 @@ def add_distill_parser(sub) -> None:
                         "averages what a jump cannot resolve, a critic judges each sample; 0.3 raised a 4-call "
                         "student's recall and two-sample score, 0.6 from a trained student (--init) to its "
                         "teacher's DDIM-20 level, docs/results.md)")
+    p.add_argument("--adversarial-sample", type=nonnegative_float, default=d.adversarial_sample, metavar="RATIO",
+                   help="add a second critic that tells the student's whole --calls-call samples (drawn each step "
+                        "from fresh noise, with the classes of the step's sprites) from those real sprites, and "
+                        "train the student to fool it through all its calls, its gradient RATIO times the squared "
+                        "error's: the squared error can at best bring the student to its teacher's sampler, real "
+                        "sprites can take it further (default 0: off; not with --states teacher; each step costs "
+                        "about a --calls-call sample's forward and backward passes more)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
-                   help=f"with --adversarial: the share of each round (0 to below 1) the student learns from the "
-                        f"squared error alone while the critic learns; an untrained critic only adds noise "
+                   help=f"with --adversarial or --adversarial-sample: the share of each round (0 to below 1) the "
+                        f"student learns from the squared error alone while the critics learn; an untrained critic "
+                        f"only adds noise "
                         f"(default {d.adversarial_start})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
@@ -135,7 +143,8 @@ def run_distill(args) -> int:
                            batch=args.batch, lr=args.lr, guidance=guidance, prediction=args.prediction,
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
-                           adversarial=args.adversarial, adversarial_start=args.adversarial_start)
+                           adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
+                           adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

@@ -40,8 +40,11 @@ class DistillConfig:
     student_width: int = 0  # the student's n_feat, a multiple of the teacher's (widened from it); 0: the teacher's
     adversarial: float = 0.0  # a critic's term, its gradient at the student's last layer this many times the
     # distillation loss's (spritediff.adversarial); 0: off
+    adversarial_sample: float = 0.0  # a second critic's term: it judges the student's whole few-call sample against
+    # real sprites of the same class, its gradient (through every call) this many times the distillation loss's; 0: off
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
-    # while the critic learns to tell its x0 from the targets: a critic not yet trained only adds noise
+    # while the critics learn to tell its x0 from the targets (or its samples from sprites): an untrained critic
+    # only adds noise
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
     init_sha256: str = ""  # the student round 0 starts from (--init), if not the teacher: its fingerprint
 
@@ -79,6 +82,9 @@ class DistillConfig:
             raise SpriteDiffError(f"--states {self.states} distils in one round: give --start-steps = --calls x "
                                   f"--jump (e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
+        if self.states == "teacher" and self.adversarial_sample:
+            raise SpriteDiffError("--adversarial-sample judges samples against the training sprites a step draws; "
+                                  "--states teacher draws paths, not sprites: use --states data or student")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "
@@ -91,6 +97,7 @@ class DistillConfig:
                          ("states", self.states in STATES), ("paths", 1 <= self.paths <= MAX_PATHS),
                          ("student_width", 0 <= self.student_width <= MAX_WIDTH),
                          ("adversarial", 0 <= self.adversarial <= MAX_ADVERSARIAL),
+                         ("adversarial_sample", 0 <= self.adversarial_sample <= MAX_ADVERSARIAL),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -16,8 +16,8 @@ from conftest import one_line_error, run, small_data, tiny_model
 from oracle import GaussianMixture
 from spritediff.checkpoint import SpriteModel, load_model, save_model
 from spritediff.denoiser import eps_from_output
-from spritediff.distill import (DistillConfig, distillation_target, landing_x0, path_states, read_state, round_grids,
-                                round_path, truncated_snr_weight, x0_from_output)
+from spritediff.distill import (DistillConfig, distillation_target, few_call_sample, landing_x0, path_states,
+                                read_state, round_grids, round_path, truncated_snr_weight, x0_from_output)
 from spritediff.samplers import SAMPLERS
 from spritediff.engine import initial_noise, sample_generators
 from spritediff.schedule import Schedule
@@ -180,6 +180,18 @@ def test_student_sampler_with_the_exact_teacher_as_student_gives_the_teachers_dd
     teacher = SAMPLERS["ddim"](mixture.eps_fn(SCHEDULE), x_T, SCHEDULE, timesteps=TEACHER_GRID)
     assert torch.allclose(ours, teacher, rtol=0, atol=1e-10)
     assert (ours - mixture.ode_solution(x_T, SCHEDULE.alpha_bar(500))).abs().max() > 1e-3  # 8 DDIM steps, not the ODE
+
+
+def test_the_differentiable_few_call_sampler_with_the_exact_teacher_as_student_gives_the_teachers_ddim():
+    """few_call_sample, which the sample critic's samples are drawn with, is the student's DDIM: with the exact
+    two-step teacher's x0 as the student's it reproduces the teacher's DDIM-8 to float64 precision."""
+    mixture = GaussianMixture.small()
+    student = OracleStudent(mixture)
+    x_T = torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    ours = few_call_sample(lambda x, t, ab: x0_from_output(student.v(x, t), x, ab, "v"), x_T, STUDENT_GRID,
+                           SCHEDULE.alphas_cumprod)
+    teacher = SAMPLERS["ddim"](mixture.eps_fn(SCHEDULE), x_T, SCHEDULE, timesteps=TEACHER_GRID)
+    assert torch.allclose(ours, teacher, rtol=0, atol=1e-10)
 
 
 def test_sample_runs_a_student_model_on_its_own_grid_in_float32():
@@ -433,6 +445,59 @@ def test_a_run_on_the_students_own_states_resumes_to_the_same_weights_and_needs_
     assert list(tmp_path.iterdir()) == []
 
 
+def test_the_sample_critic_judges_the_students_own_samples_through_all_its_calls(finished, teacher_folder):
+    """--adversarial-sample: the fake samples are what the student's own sampler draws from the same noise and
+    classes (its net in eval mode, and back in training mode after), and they carry the gradient to its first
+    layer; the real ones are the step's sprites."""
+    from spritediff.data import load_data
+    from spritediff.denoiser import Denoiser
+    from spritediff.distill import Distiller, teacher_fingerprint
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    start = load_model(round_path(finished, 4))
+    config = DistillConfig(calls=4, start_steps=8, steps_per_round=3, batch=8, adversarial_sample=0.5,
+                           teacher_sha256=teacher_fingerprint(teacher), init_sha256=teacher_fingerprint(start))
+    distiller = Distiller(config, teacher, data, torch.device("cpu"), init=start)
+    noise = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    context = distiller.labels[:8]
+    sample = distiller._student_sample(noise, context)
+    own = states_at(Denoiser(start.net.eval(), SCHEDULE, context, prediction_type="v"), noise, STUDENT_GRID)[0]
+    assert torch.allclose(sample, own, atol=1e-5) and distiller.student.training
+    sample.square().mean().backward()
+    assert distiller.student.init_conv.conv1[0].weight.grad.abs().sum() > 0
+
+
+def test_the_sample_critic_joins_after_its_start_share_and_a_run_resumes_to_the_same_weights(
+        finished, teacher_folder, monkeypatch):
+    """adversarial_sample with adversarial_start 0.5 of 4 steps: steps 1 and 2 leave the student where the plain
+    run's do (the sample critic learns beside it), step 3 moves it elsewhere; through the CLI the log shows the
+    critic's loss and a run stopped at step 2 resumes to the uninterrupted run's weights and critic."""
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial_sample=ratio,
+                                    adversarial_start=0.5), teacher, data, torch.device("cpu"))
+            for ratio in (0.0, 1.0)]
+    for step in range(3):
+        for distiller in runs:
+            distiller.train_step()
+        plain, judged = (distiller.student.state_dict() for distiller in runs)
+        assert all(torch.equal(plain[k], judged[k]) for k in plain) == (step < 2), step
+    assert runs[1].sample_critic_loss is not None and runs[0].sample_critic is None
+    extra = ("--adversarial-sample", 0.5, "--adversarial-start", 0.3)
+    assert run(distill_args(teacher_folder, "real.safetensors", *extra)) == 0
+    log = [json.loads(line) for line in (teacher_folder / "real.log.jsonl").read_text().splitlines()]
+    assert all(entry["sample_critic_loss"] >= 0 for entry in log) and "critic_loss" not in log[0]
+    assert run_interrupted(monkeypatch, 2, distill_args(teacher_folder, "real_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "real_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut = (read_state(teacher_folder / name) for name in ("real.train.pt", "real_cut.train.pt"))
+    for key in ("ema", "sample_critic"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
@@ -518,6 +583,8 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--adversarial", -1], ("--adversarial", ">= 0")),
     (["--adversarial", 1000], ("bad --adversarial",)),
     (["--adversarial-start", 1], ("bad --adversarial-start",)),
+    (["--adversarial-sample", -1], ("--adversarial-sample", ">= 0")),
+    (["--adversarial-sample", 0.5, "--states", "teacher", "--jump", 4], ("--adversarial-sample", "--states teacher")),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)
