@@ -35,7 +35,7 @@ calls from pure noise, and the target is the teacher's J steps from there: the s
 earlier calls put it (on-policy, as DAgger, Ross et al. 2011), which neither the data nor the teacher's paths show.
 
 A sample critic (adversarial_sample > 0) aims past the teacher: each step the student also draws a few-call sample
-from fresh noise with the classes of the step's data rows (its net in eval mode, as it samples), a SampleCritic
+from fresh noise with the classes of the step's data rows (those a data step draws, whatever the states) (its net in eval mode, as it samples), a SampleCritic
 learns to tell those samples from the rows' real sprites, and the student follows its gradient back through all
 its calls. The squared error ties the student to the teacher's sampler; this term, to the data.
 
@@ -248,10 +248,11 @@ class Distiller:
                                               (x0_student, x_t, times), self.config.adversarial, distill_loss)
         return term
 
-    def _sample_term(self, rows: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
-        """The sample critic's step (data rows `rows`' sprites real, the student's few-call samples from noise
-        (seed, step, 4) with the rows' classes fake) and the student's term, through all its calls (_judged)."""
-        rows = rows.to(self.device)
+    def _sample_term(self, distill_loss: torch.Tensor) -> torch.Tensor:
+        """The sample critic's step (the sprites of the step's data rows real, the student's few-call samples from
+        noise (seed, step, 4) with the rows' classes fake) and the student's term, through all its calls (_judged).
+        The rows are the ones a data step draws (batch_indices), whatever the states."""
+        rows = batch_indices(self.step, self.config.batch, len(self.data), self.config.seed).to(self.device)
         real = to_model_space(self.images[rows])
         context = self._row_context(rows, torch.ones(len(rows)))
         noise = torch.randn(real.shape, generator=keyed_generator(self.config.seed, self.step, 4)).to(self.device)
@@ -405,7 +406,7 @@ class Distiller:
         if self.critic is not None:
             total = total + self._adversarial_term(x0_student, target, x_t, t, loss)
         if self.sample_critic is not None:
-            total = total + self._sample_term(rows, loss)
+            total = total + self._sample_term(loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

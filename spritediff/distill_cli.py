@@ -82,7 +82,7 @@ def add_distill_parser(sub) -> None:
                         "from fresh noise, with the classes of the step's sprites) from those real sprites, and "
                         "train the student to fool it through all its calls, its gradient RATIO times the squared "
                         "error's: the squared error can at best bring the student to its teacher's sampler, real "
-                        "sprites can take it further (default 0: off; not with --states teacher; each step costs "
+                        "sprites can take it further (default 0: off; each step costs "
                         "about a --calls-call sample's forward and backward passes more)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial or --adversarial-sample: the share of each round (0 to below 1) the "

@@ -82,9 +82,6 @@ class DistillConfig:
             raise SpriteDiffError(f"--states {self.states} distils in one round: give --start-steps = --calls x "
                                   f"--jump (e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
-        if self.states == "teacher" and self.adversarial_sample:
-            raise SpriteDiffError("--adversarial-sample judges samples against the training sprites a step draws; "
-                                  "--states teacher draws paths, not sprites: use --states data or student")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "
