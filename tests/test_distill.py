@@ -339,24 +339,24 @@ def test_an_adversarial_run_logs_its_critic_and_resumes_to_the_same_weights(fini
     assert whole["critic_optimizer"]["state"].keys() == cut["critic_optimizer"]["state"].keys()
 
 
-def test_the_adversarial_term_joins_after_its_start_share_of_each_round(teacher_folder):
+@pytest.mark.parametrize("setting, critic", [("adversarial", "critic"), ("adversarial_sample", "sample_critic")])
+def test_a_critics_term_joins_after_its_start_share_of_each_round(teacher_folder, setting, critic):
     """adversarial_start 0.5 of 4 steps a round: steps 1 and 2 leave the student where the plain run's steps do
-    (the critic learns beside it), step 3 moves it elsewhere."""
+    (the critic, of x0s or of whole samples, learns beside it), step 3 moves it elsewhere."""
     from spritediff.data import load_data
     from spritediff.distill import Distiller
 
     teacher = load_model(teacher_folder / "teacher.safetensors")
     data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
-    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial=adversarial,
-                                    adversarial_start=0.5), teacher, data, torch.device("cpu"))
-            for adversarial in (0.0, 1.0)]
+    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial_start=0.5,
+                                    **{setting: ratio}), teacher, data, torch.device("cpu"))
+            for ratio in (0.0, 1.0)]
     for step in range(3):
         for distiller in runs:
             distiller.train_step()
-        plain, adversarial = (distiller.student.state_dict() for distiller in runs)
-        same = all(torch.equal(plain[k], adversarial[k]) for k in plain)
-        assert same == (step < 2), step
-    assert runs[1].critic_loss is not None and runs[0].critic is None
+        plain, judged = (distiller.student.state_dict() for distiller in runs)
+        assert all(torch.equal(plain[k], judged[k]) for k in plain) == (step < 2), step
+    assert getattr(runs[1], f"{critic}_loss") is not None and getattr(runs[0], critic) is None
 
 
 def test_init_starts_round_one_from_a_student_and_a_resume_needs_the_same_one(finished, teacher_folder, capsys):
@@ -468,25 +468,9 @@ def test_the_sample_critic_judges_the_students_own_samples_through_all_its_calls
     assert distiller.student.init_conv.conv1[0].weight.grad.abs().sum() > 0
 
 
-def test_the_sample_critic_joins_after_its_start_share_and_a_run_resumes_to_the_same_weights(
-        finished, teacher_folder, monkeypatch):
-    """adversarial_sample with adversarial_start 0.5 of 4 steps: steps 1 and 2 leave the student where the plain
-    run's do (the sample critic learns beside it), step 3 moves it elsewhere; through the CLI the log shows the
-    critic's loss and a run stopped at step 2 resumes to the uninterrupted run's weights and critic."""
-    from spritediff.data import load_data
-    from spritediff.distill import Distiller
-
-    teacher = load_model(teacher_folder / "teacher.safetensors")
-    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
-    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial_sample=ratio,
-                                    adversarial_start=0.5), teacher, data, torch.device("cpu"))
-            for ratio in (0.0, 1.0)]
-    for step in range(3):
-        for distiller in runs:
-            distiller.train_step()
-        plain, judged = (distiller.student.state_dict() for distiller in runs)
-        assert all(torch.equal(plain[k], judged[k]) for k in plain) == (step < 2), step
-    assert runs[1].sample_critic_loss is not None and runs[0].sample_critic is None
+def test_a_sample_critic_run_logs_its_critic_and_resumes_to_the_same_weights(finished, teacher_folder, monkeypatch):
+    """--adversarial-sample through the CLI: the log shows the sample critic's loss and a run stopped at step 2
+    resumes to the uninterrupted run's weights and critic; on the teacher's paths it runs too."""
     extra = ("--adversarial-sample", 0.5, "--adversarial-start", 0.3)
     assert run(distill_args(teacher_folder, "real.safetensors", *extra)) == 0
     log = [json.loads(line) for line in (teacher_folder / "real.log.jsonl").read_text().splitlines()]
