@@ -35,9 +35,10 @@ calls from pure noise, and the target is the teacher's J steps from there: the s
 earlier calls put it (on-policy, as DAgger, Ross et al. 2011), which neither the data nor the teacher's paths show.
 
 A sample critic (adversarial_sample > 0) aims past the teacher: each step the student also draws a few-call sample
-from fresh noise with the classes of the step's data rows (those a data step draws, whatever the states) (its net in eval mode, as it samples), a SampleCritic
-learns to tell those samples from the rows' real sprites, and the student follows its gradient back through all
-its calls. The squared error ties the student to the teacher's sampler; this term, to the data.
+from fresh noise, its net in eval mode as it samples, with the classes of the rows a data step draws (whatever the
+states); a SampleCritic learns to tell those samples from the rows' real sprites, and the student follows its
+gradient back through all its calls. The squared error ties the student to the teacher's sampler; this term, to
+the data.
 
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
@@ -256,10 +257,9 @@ class Distiller:
         real = to_model_space(self.images[rows])
         context = self._row_context(rows, torch.ones(len(rows)))
         noise = torch.randn(real.shape, generator=keyed_generator(self.config.seed, self.step, 4)).to(self.device)
-        term, self.sample_critic_loss = self._judged(
-            self.sample_critic, self.sample_critic_optimizer, (real, context), (self._student_sample(noise, context),
-                                                                               context),
-            self.config.adversarial_sample, distill_loss)
+        fake = self._student_sample(noise, context)
+        term, self.sample_critic_loss = self._judged(self.sample_critic, self.sample_critic_optimizer, (real, context),
+                                                     (fake, context), self.config.adversarial_sample, distill_loss)
         return term
 
     def _judged(self, critic: nn.Module, optimizer, real: tuple, fake: tuple, ratio: float,
