@@ -433,8 +433,9 @@ class Distiller:
     def load_state(self, path: Path) -> None:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
-        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0, "adversarial_sample": 0.0,
-                 "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "", **state["config"]}  # older runs
+        saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
+                 "adversarial_sample": 0.0, "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
+                 **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
             raise SpriteDiffError(f"{path} was made with other settings or another teacher "
