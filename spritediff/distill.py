@@ -62,6 +62,7 @@ from tqdm.auto import tqdm
 from .adversarial import Critic, SampleCritic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
+from .denoiser import eps_from_output
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
 from .engine import Engine
 from .errors import SpriteDiffError
@@ -144,19 +145,6 @@ def path_states(eps_fn, x_T: torch.Tensor, grid: list[int], keep_every: int,
         if k % keep_every == 0:
             kept.append(x)
     return torch.stack(kept, 1)
-
-
-def few_call_sample(x0_fn, x_T: torch.Tensor, grid: list[int], alphas_cumprod: torch.Tensor) -> torch.Tensor:
-    """Deterministic DDIM along grid (decreasing times) from x_T (B,C,H,W), each step from the x0 that
-    x0_fn(x (B,C,H,W), t (B,) long, ab_t (B,1,1,1)) predicts: the state at grid[-1] (the sample, for grid[-1] = 0),
-    differentiable through every call."""
-    x = x_T
-    for here, there in zip(grid, grid[1:]):
-        ab, ab_next = alphas_cumprod[here], alphas_cumprod[there]
-        x0 = x0_fn(x, torch.full((len(x),), here, dtype=torch.long, device=x.device), ab.expand(len(x), 1, 1, 1))
-        eps = (x - ab.sqrt() * x0) / (1 - ab).sqrt()
-        x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
-    return x
 
 
 def x0_from_output(out: torch.Tensor, x_t: torch.Tensor, ab: torch.Tensor, prediction: str) -> torch.Tensor:
@@ -280,21 +268,25 @@ class Distiller:
         weight = balanced_weight(distill_loss, fooling, self.student.out[-1].weight, ratio)
         return weight * fooling, float(critic_loss.detach())
 
-    def _student_x0(self, x_t: torch.Tensor, t: torch.Tensor, ab: torch.Tensor, context) -> torch.Tensor:
-        """The online student's x0 at x_t (B,C,H,W), t (B,) integer times, ab (B,1,1,1), with its gradient."""
+    def _student_output(self, x_t: torch.Tensor, t: torch.Tensor, context) -> torch.Tensor:
+        """The online student's float32 output (v or x0) at x_t (B,C,H,W), t (B,) integer times, with its
+        gradient."""
         low = self.config.precision == "bf16"
         student_in = x_t.contiguous(memory_format=torch.channels_last) if low else x_t
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=low):
-            out = self.student(student_in, t.float() / self.schedule.T, context)
-        return x0_from_output(out.float(), x_t, ab, self.config.prediction)
+            return self.student(student_in, t.float() / self.schedule.T, context).float()
 
     def _student_sample(self, noise: torch.Tensor, context) -> torch.Tensor:
-        """The online student's sample from x_T = noise (B,C,H,W) on the round's grid, its net in eval mode (as it
-        samples), differentiable through every call."""
+        """The online student's sample from x_T = noise (B,C,H,W): its DDIM on the round's grid, its net in eval mode
+        (as it samples), differentiable through every call."""
+        def eps(x, t):
+            ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+            return eps_from_output(self._student_output(x, t, context), x, ab, self.config.prediction)
+
+        grid = self.grids[self.round + 1]
         self.student.eval()
         try:
-            return few_call_sample(lambda x, t, ab: self._student_x0(x, t, ab, context), noise,
-                                   self.grids[self.round + 1], self.alphas_cumprod)
+            return path_states(eps, noise, grid, len(grid) - 1, self.alphas_cumprod)[:, -1]
         finally:
             self.student.train()
 
@@ -400,7 +392,7 @@ class Distiller:
             x_t, t, ab, context, target = self._data_batch(rows, index, noise, keep)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr_at(self.step)
-        x0_student = self._student_x0(x_t, t, ab, context)
+        x0_student = x0_from_output(self._student_output(x_t, t, context), x_t, ab, config.prediction)
         error = (x0_student - target).pow(2).flatten(1).mean(1)
         loss = total = (truncated_snr_weight(ab.flatten()) * error).mean()
         if self.critic is not None:

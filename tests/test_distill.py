@@ -16,8 +16,8 @@ from conftest import one_line_error, run, small_data, tiny_model
 from oracle import GaussianMixture
 from spritediff.checkpoint import SpriteModel, load_model, save_model
 from spritediff.denoiser import eps_from_output
-from spritediff.distill import (DistillConfig, distillation_target, few_call_sample, landing_x0, path_states,
-                                read_state, round_grids, round_path, truncated_snr_weight, x0_from_output)
+from spritediff.distill import (DistillConfig, distillation_target, landing_x0, path_states, read_state, round_grids,
+                                round_path, truncated_snr_weight, x0_from_output)
 from spritediff.samplers import SAMPLERS
 from spritediff.engine import initial_noise, sample_generators
 from spritediff.schedule import Schedule
@@ -182,14 +182,18 @@ def test_student_sampler_with_the_exact_teacher_as_student_gives_the_teachers_dd
     assert (ours - mixture.ode_solution(x_T, SCHEDULE.alpha_bar(500))).abs().max() > 1e-3  # 8 DDIM steps, not the ODE
 
 
-def test_the_differentiable_few_call_sampler_with_the_exact_teacher_as_student_gives_the_teachers_ddim():
-    """few_call_sample, which the sample critic's samples are drawn with, is the student's DDIM: with the exact
-    two-step teacher's x0 as the student's it reproduces the teacher's DDIM-8 to float64 precision."""
+def test_the_sample_critics_sampler_with_the_exact_teacher_as_student_gives_the_teachers_ddim():
+    """The sample critic's samples are path_states on the student's eps (its output through eps_from_output), kept
+    at the grid's end only: with the exact two-step teacher as the student that reproduces the teacher's DDIM-8
+    to float64 precision."""
     mixture = GaussianMixture.small()
     student = OracleStudent(mixture)
     x_T = torch.randn(32, 1, 2, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    ours = few_call_sample(lambda x, t, ab: x0_from_output(student.v(x, t), x, ab, "v"), x_T, STUDENT_GRID,
-                           SCHEDULE.alphas_cumprod)
+
+    def eps_fn(x, t):
+        return eps_from_output(student.v(x, t), x, SCHEDULE.alphas_cumprod[t].view(-1, 1, 1, 1), "v")
+
+    ours = path_states(eps_fn, x_T, STUDENT_GRID, len(STUDENT_GRID) - 1, SCHEDULE.alphas_cumprod)[:, -1]
     teacher = SAMPLERS["ddim"](mixture.eps_fn(SCHEDULE), x_T, SCHEDULE, timesteps=TEACHER_GRID)
     assert torch.allclose(ours, teacher, rtol=0, atol=1e-10)
 
