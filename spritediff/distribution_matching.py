@@ -1,0 +1,79 @@
+"""Distribution matching for distillation (Yin et al., CVPR 2024, "DMD"; DMD2, NeurIPS 2024): a term that moves
+the student's finished samples towards the teacher's distribution, not towards its sampler's landings
+(docs/design.md 4.16, "Matching the teacher's distribution").
+
+The gradient of KL(p_student || p_teacher) with respect to a sample x0 is, after noising it to x_t at a random t,
+the difference of two scores there. The teacher's score is the teacher itself (guided, as it samples); the
+student's is a FakeScore, a copy of the teacher fine-tuned online, with the teacher's own loss, on the student's
+latest samples. In x0 terms the direction is x0_fake(x_t) - x0_real(x_t): a sample steps away from where the
+student's denoiser would put it and towards where the teacher's would. DMD divides it by the sample's mean
+distance to x0_real, so that its size does not depend on t. The reverse KL seeks the teacher's modes, which is what
+a student short of precision lacks; the squared error to the teacher's jumps keeps its spread.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from .denoiser import Denoiser
+from .schedule import Schedule
+from .train import diffusion_loss
+
+T_RANGE = (0.02, 0.98)  # the share of T that the matching's noise levels are drawn from, as DMD
+
+
+class FakeScore:
+    """A denoiser of the student's samples: a trainable copy of the teacher's net, in eval mode throughout (its
+    BatchNorm statistics stay the teacher's, so that at the start it is the teacher's conditional denoiser), and its
+    Adam (constant lr)."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction_type: str, lr: float, bf16: bool):
+        self.net = copy.deepcopy(net).eval()
+        for p in self.net.parameters():
+            p.requires_grad_(True)
+        self.schedule, self.prediction_type, self.bf16 = schedule, prediction_type, bf16
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    def learn(self, samples: torch.Tensor, context: torch.Tensor | None, generator: torch.Generator) -> float:
+        """One step of the teacher's own loss on samples (B,C,H,W) in [-1, 1] (detached) with their (B, K) context
+        rows; t and the noise from generator (CPU). Returns the loss."""
+        t = torch.randint(1, self.schedule.T + 1, (len(samples),), generator=generator).to(samples.device)
+        noise = torch.randn(samples.shape, generator=generator).to(samples.device)
+        alphas_cumprod = self.schedule.alphas_cumprod.float().to(samples.device)
+        loss = diffusion_loss(self.net, samples.detach(), context, t, noise, alphas_cumprod, self.schedule.T,
+                              "bf16" if self.bf16 else "fp32", self.prediction_type)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def eps(self, context: torch.Tensor | None) -> Denoiser:
+        """eps(x, t) of the fake score for (B, K) context rows, unguided, without gradient."""
+        return Denoiser(self.net, self.schedule, context, 0.0, bf16=self.bf16, prediction_type=self.prediction_type)
+
+
+def noise_levels(batch: int, T: int, generator: torch.Generator) -> torch.Tensor:
+    """(batch,) integer times drawn uniformly from T_RANGE of T."""
+    low, high = (max(1, round(share * T)) for share in T_RANGE)
+    return torch.randint(low, high + 1, (batch,), generator=generator)
+
+
+def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """(x_t - sqrt(1 - ab) eps) / sqrt(ab); ab broadcastable to x_t (B,C,H,W)."""
+    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
+
+
+def matching_direction(samples: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """DMD's gradient of the reverse KL at samples (B,C,H,W): (x0_fake - x0_real) / mean |samples - x0_real|,
+    the mean over each sample's pixels (a step against it moves a sample towards the teacher's denoising)."""
+    scale = (samples - x0_real).abs().flatten(1).mean(1).clamp(min=1e-6).view(-1, *[1] * (samples.dim() - 1))
+    return (x0_fake - x0_real) / scale
+
+
+def matching_loss(samples: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+    """A scalar whose gradient with respect to samples (B,C,H,W) is direction / B: 0.5 |x - sg(x - direction)|^2
+    summed over pixels, averaged over the batch (sg: no gradient)."""
+    target = (samples - direction).detach()
+    return 0.5 * (samples - target).pow(2).flatten(1).sum(1).mean()
