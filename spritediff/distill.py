@@ -40,6 +40,10 @@ states); a SampleCritic learns to tell those samples from the rows' real sprites
 gradient back through all its calls. The squared error ties the student to the teacher's sampler; this term, to
 the data.
 
+Distribution matching (dmd > 0, spritediff.distribution_matching) aims at the teacher's distribution instead of
+its sampler: on the same few-call samples a fake score (a copy of the teacher) learns the student's samples, and
+the student follows the difference between that score's denoising and the guided teacher's.
+
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
 """
@@ -63,6 +67,7 @@ from .adversarial import Critic, SampleCritic, balanced_weight, critic_hinge_los
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
 from .denoiser import eps_from_output
+from .distribution_matching import FakeScore, matching_direction, matching_loss, noise_levels, x0_from_eps
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
 from .engine import Engine
 from .errors import SpriteDiffError
@@ -183,8 +188,11 @@ class Distiller:
         classes = 0 if self.labels is None else self.labels.shape[1]
         self.sample_critic, self.sample_critic_optimizer = (
             self._new_critic(SampleCritic, 5, classes) if config.adversarial_sample else (None, None))
+        self.fake_score = (FakeScore(self.teacher_net, self.schedule, teacher.prediction_type, config.lr,
+                                     config.precision == "bf16") if config.dmd else None)
         self.critic_loss: float | None = None  # the last step's, for the log
         self.sample_critic_loss: float | None = None
+        self.fake_score_loss: float | None = None
 
     @property
     def round(self) -> int:
@@ -237,18 +245,52 @@ class Distiller:
                                               (x0_student, x_t, times), self.config.adversarial, distill_loss)
         return term
 
-    def _sample_term(self, distill_loss: torch.Tensor) -> torch.Tensor:
-        """The sample critic's step (the sprites of the step's data rows real, the student's few-call samples from
-        noise (seed, step, 4) with the rows' classes fake) and the student's term, through all its calls (_judged).
-        The rows are the ones a data step draws (batch_indices), whatever the states."""
+    def _few_call_batch(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(real, context, sample) for the terms on whole samples: the sprites of the step's data rows (the rows a
+        data step draws, batch_indices, whatever the states), their (B, K) class rows, and the student's few-call
+        samples from noise (seed, step, 4) with those classes, differentiable through all its calls once a term
+        has joined."""
         rows = batch_indices(self.step, self.config.batch, len(self.data), self.config.seed).to(self.device)
         real = to_model_space(self.images[rows])
         context = self._row_context(rows, torch.ones(len(rows)))
         noise = torch.randn(real.shape, generator=keyed_generator(self.config.seed, self.step, 4)).to(self.device)
-        fake = self._student_sample(noise, context)
-        term, self.sample_critic_loss = self._judged(self.sample_critic, self.sample_critic_optimizer, (real, context),
-                                                     (fake, context), self.config.adversarial_sample, distill_loss)
+        with torch.set_grad_enabled(not self._warming_up):
+            return real, context, self._student_sample(noise, context)
+
+    def _sample_term(self, real: torch.Tensor, context, sample: torch.Tensor,
+                     distill_loss: torch.Tensor) -> torch.Tensor:
+        """The sample critic's step (real sprites against the student's samples, _few_call_batch) and the student's
+        term, through all its calls (_judged)."""
+        term, self.sample_critic_loss = self._judged(self.sample_critic, self.sample_critic_optimizer,
+                                                     (real, context), (sample, context),
+                                                     self.config.adversarial_sample, distill_loss)
         return term
+
+    def _dmd_term(self, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
+        """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch), then the
+        distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
+        from (seed, step, 7), weighted so that its gradient at the student's last layer is config.dmd times the
+        distillation loss's; 0 while warming up."""
+        g = keyed_generator(self.config.seed, self.step, 6)
+        for _ in range(self.config.dmd_fake_steps):
+            self.fake_score_loss = self.fake_score.learn(sample, context, g)
+        if self._warming_up:
+            return torch.zeros((), device=distill_loss.device)
+        g = keyed_generator(self.config.seed, self.step, 7)
+        t = noise_levels(len(sample), self.schedule.T, g).to(self.device)
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = noisy(sample.detach(), torch.randn(sample.shape, generator=g).to(self.device), ab)
+        with torch.no_grad():
+            x0_real = x0_from_eps(x_t, self._teacher_eps(context)(x_t, t), ab)
+            x0_fake = x0_from_eps(x_t, self.fake_score.eps(context)(x_t, t), ab)
+        term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
+        return balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd) * term
+
+    @property
+    def _warming_up(self) -> bool:
+        """Whether the step is in the first adversarial_start of its round, where the critics and the fake score
+        learn alone."""
+        return self.step % self.config.steps_per_round < self.config.adversarial_start * self.config.steps_per_round
 
     def _judged(self, critic: nn.Module, optimizer, real: tuple, fake: tuple, ratio: float,
                 distill_loss: torch.Tensor) -> tuple[torch.Tensor, float]:
@@ -262,7 +304,7 @@ class Distiller:
         critic_loss.backward()
         optimizer.step()
         critic.requires_grad_(False)  # the student's backward pass leaves the critic alone
-        if self.step % self.config.steps_per_round < self.config.adversarial_start * self.config.steps_per_round:
+        if self._warming_up:
             return torch.zeros((), device=distill_loss.device), float(critic_loss.detach())
         fooling = -critic(*fake).mean()
         weight = balanced_weight(distill_loss, fooling, self.student.out[-1].weight, ratio)
@@ -397,8 +439,12 @@ class Distiller:
         loss = total = (truncated_snr_weight(ab.flatten()) * error).mean()
         if self.critic is not None:
             total = total + self._adversarial_term(x0_student, target, x_t, t, loss)
-        if self.sample_critic is not None:
-            total = total + self._sample_term(loss)
+        if self.sample_critic is not None or self.fake_score is not None:
+            real, context, sample = self._few_call_batch()
+            if self.sample_critic is not None:
+                total = total + self._sample_term(real, context, sample, loss)
+            if self.fake_score is not None:
+                total = total + self._dmd_term(context, sample, loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -415,6 +461,9 @@ class Distiller:
         if self.sample_critic is not None:
             critic.update(sample_critic=self.sample_critic.state_dict(),
                           sample_critic_optimizer=self.sample_critic_optimizer.state_dict())
+        if self.fake_score is not None:
+            critic.update(fake_score=self.fake_score.net.state_dict(),
+                          fake_score_optimizer=self.fake_score.optimizer.state_dict())
         return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "teacher": self.teacher_net.state_dict(), **critic}
@@ -426,7 +475,8 @@ class Distiller:
         """Restore everything from a distillation checkpoint made with the same settings and teacher."""
         state = read_state(path, self.device)
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
-                 "adversarial_sample": 0.0, "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
+                 "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
+                 "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
         if diff:
@@ -451,6 +501,9 @@ class Distiller:
             if self.sample_critic is not None:
                 self.sample_critic.load_state_dict(state["sample_critic"])
                 self.sample_critic_optimizer.load_state_dict(state["sample_critic_optimizer"])
+            if self.fake_score is not None:
+                self.fake_score.net.load_state_dict(state["fake_score"])
+                self.fake_score.optimizer.load_state_dict(state["fake_score_optimizer"])
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this teacher: {reason}") from None
@@ -590,6 +643,8 @@ def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bo
                 entry["critic_loss"] = round(distiller.critic_loss, 6)
             if distiller.sample_critic_loss is not None:
                 entry["sample_critic_loss"] = round(distiller.sample_critic_loss, 6)
+            if distiller.fake_score_loss is not None:
+                entry["fake_score_loss"] = round(distiller.fake_score_loss, 6)
             log.write(json.dumps(entry, allow_nan=False) + "\n")
             round_done = distiller.step % config.steps_per_round == 0
             if distiller.step % ckpt_every == 0 or round_done:

@@ -86,10 +86,20 @@ def add_distill_parser(sub) -> None:
                         "about a --calls-call sample's forward and backward passes more; measured at 0.3 on the "
                         "4-call student: FD far lower, precision, recall and two-sample score worse, the critic "
                         "fooled by grainy texture within 25 steps, docs/results.md)")
+    p.add_argument("--dmd", type=nonnegative_float, default=d.dmd, metavar="RATIO",
+                   help="add distribution matching (DMD, Yin et al. 2024): a copy of the teacher learns the "
+                        "student's whole --calls-call samples as they are drawn, and the student follows, through "
+                        "all its calls, the difference between its denoising and the teacher's, towards the "
+                        "teacher's distribution rather than its sampler's landings; its gradient RATIO times the "
+                        "squared error's (default 0: off; one round; each step costs a --calls-call sample's "
+                        "forward and backward passes and a training step of the teacher's net more)")
+    p.add_argument("--dmd-fake-steps", type=positive_int, default=d.dmd_fake_steps, metavar="N",
+                   help=f"with --dmd: the fake score's training steps per student step, each on the same samples "
+                        f"with fresh noise; it must keep up with the student it learns (default {d.dmd_fake_steps})")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
-                   help=f"with --adversarial or --adversarial-sample: the share of each round (0 to below 1) the "
-                        f"student learns from the squared error alone while the critics learn; an untrained critic "
-                        f"only adds noise "
+                   help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
+                        f"1) the student learns from the squared error alone while the critics (and the fake score) "
+                        f"learn; an untrained critic only adds noise "
                         f"(default {d.adversarial_start})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
@@ -146,7 +156,7 @@ def run_distill(args) -> int:
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
-                           adversarial_start=args.adversarial_start)
+                           dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps, adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

@@ -14,6 +14,7 @@ PRECISIONS = ("fp32", "bf16")  # no "auto": a run's precision is part of its def
 STATES = ("data", "teacher", "student")  # where the student's x_t come from (spritediff.distill, "States")
 MAX_PATHS = 10**6
 MAX_WIDTH = 4096  # a bound on --student-width (n_feat): far past what a 16x16 net needs
+MAX_FAKE_STEPS = 100  # a bound on --dmd-fake-steps: each is a training step of the teacher's net
 MAX_ADVERSARIAL = 100.0  # a bound on --adversarial: past it the distillation loss no longer steers the student
 
 
@@ -42,9 +43,14 @@ class DistillConfig:
     # distillation loss's (spritediff.adversarial); 0: off
     adversarial_sample: float = 0.0  # a second critic's term: it judges the student's whole few-call sample against
     # real sprites of the same class, its gradient (through every call) this many times the distillation loss's; 0: off
+    dmd: float = 0.0  # distribution matching (spritediff.distribution_matching): the student's whole samples moved
+    # towards the teacher's distribution, the term's gradient (through every call) this many times the distillation
+    # loss's; one round only (its real score is the given teacher); 0: off
+    dmd_fake_steps: int = 2  # the fake score's training steps per student step: it must keep up with the student
+    # whose samples it learns (DMD2's two time scales; 1 lagged on the sprites, docs/results.md)
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
-    # while the critics learn to tell its x0 from the targets (or its samples from sprites): an untrained critic
-    # only adds noise
+    # while the critics learn to tell its x0 from the targets (or its samples from sprites) and the fake score learns
+    # its samples: an untrained critic only adds noise
     teacher_sha256: str = ""  # the teacher's weights and schedule (teacher_fingerprint): a resume needs the same
     init_sha256: str = ""  # the student round 0 starts from (--init), if not the teacher: its fingerprint
 
@@ -82,6 +88,10 @@ class DistillConfig:
             raise SpriteDiffError(f"--states {self.states} distils in one round: give --start-steps = --calls x "
                                   f"--jump (e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
+        if self.dmd and self.rounds != 1:
+            raise SpriteDiffError(f"--dmd matches the given teacher's distribution in one round: give --start-steps = "
+                                  f"--calls x --jump (e.g. --calls 4 --start-steps 20 --jump 5), got "
+                                  f"{self.start_steps} = {self.calls} x {self.jump}^{self.rounds}")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "
@@ -95,6 +105,8 @@ class DistillConfig:
                          ("student_width", 0 <= self.student_width <= MAX_WIDTH),
                          ("adversarial", 0 <= self.adversarial <= MAX_ADVERSARIAL),
                          ("adversarial_sample", 0 <= self.adversarial_sample <= MAX_ADVERSARIAL),
+                         ("dmd", 0 <= self.dmd <= MAX_ADVERSARIAL),
+                         ("dmd_fake_steps", 1 <= self.dmd_fake_steps <= MAX_FAKE_STEPS),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

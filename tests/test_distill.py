@@ -343,16 +343,17 @@ def test_an_adversarial_run_logs_its_critic_and_resumes_to_the_same_weights(fini
     assert whole["critic_optimizer"]["state"].keys() == cut["critic_optimizer"]["state"].keys()
 
 
-@pytest.mark.parametrize("setting, critic", [("adversarial", "critic"), ("adversarial_sample", "sample_critic")])
+@pytest.mark.parametrize("setting, critic", [("adversarial", "critic"), ("adversarial_sample", "sample_critic"),
+                                             ("dmd", "fake_score")])
 def test_a_critics_term_joins_after_its_start_share_of_each_round(teacher_folder, setting, critic):
     """adversarial_start 0.5 of 4 steps a round: steps 1 and 2 leave the student where the plain run's steps do
-    (the critic, of x0s or of whole samples, learns beside it), step 3 moves it elsewhere."""
+    (the critic, of x0s or of whole samples, or the fake score learns beside it), step 3 moves it elsewhere."""
     from spritediff.data import load_data
     from spritediff.distill import Distiller
 
     teacher = load_model(teacher_folder / "teacher.safetensors")
     data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
-    runs = [Distiller(DistillConfig(calls=2, start_steps=8, steps_per_round=4, batch=6, adversarial_start=0.5,
+    runs = [Distiller(DistillConfig(calls=2, start_steps=8, jump=4, steps_per_round=4, batch=6, adversarial_start=0.5,
                                     **{setting: ratio}), teacher, data, torch.device("cpu"))
             for ratio in (0.0, 1.0)]
     for step in range(3):
@@ -490,6 +491,26 @@ def test_a_sample_critic_run_logs_its_critic_and_resumes_to_the_same_weights(fin
     assert len(log) == 3 and all(entry["sample_critic_loss"] >= 0 for entry in log)
 
 
+def test_a_dmd_run_logs_its_fake_scores_loss_and_resumes_to_the_same_weights(teacher_folder, monkeypatch):
+    """--dmd through the CLI (one round): the log shows the fake score's loss, the student ends elsewhere than the
+    plain one-round run's, and a run stopped at step 2 resumes to the uninterrupted run's student and fake score."""
+    extra = ("--jump", 4, "--dmd", 0.5, "--adversarial-start", 0.3)
+    assert run(distill_args(teacher_folder, "dmd.safetensors", *extra)) == 0
+    log = [json.loads(line) for line in (teacher_folder / "dmd.log.jsonl").read_text().splitlines()]
+    assert len(log) == 3 and all(entry["fake_score_loss"] > 0 for entry in log)
+    assert run(distill_args(teacher_folder, "dmd_plain.safetensors", "--jump", 4)) == 0
+    assert run_interrupted(monkeypatch, 2, distill_args(teacher_folder, "dmd_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "dmd_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut, plain = (read_state(teacher_folder / f"{name}.train.pt") for name in ("dmd", "dmd_cut", "dmd_plain"))
+    for key in ("ema", "fake_score"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+    assert not all(torch.equal(whole["ema"][k], plain["ema"][k]) for k in plain["ema"])
+    teacher = load_model(teacher_folder / "teacher.safetensors").net.state_dict()
+    fake = whole["fake_score"]
+    assert not torch.equal(fake["out.3.weight"], teacher["out.3.weight"].float())  # it learnt
+    assert all(torch.equal(fake[k], teacher[k].to(fake[k].dtype)) for k in teacher if "running_" in k)  # eval mode
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
@@ -576,6 +597,8 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--adversarial", 1000], ("bad --adversarial",)),
     (["--adversarial-start", 1], ("bad --adversarial-start",)),
     (["--adversarial-sample", -1], ("--adversarial-sample", ">= 0")),
+    (["--dmd", 0.5], ("--dmd matches the given teacher's distribution in one round", "--jump 5")),
+    (["--dmd-fake-steps", 0], ("--dmd-fake-steps",)),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)
