@@ -84,14 +84,11 @@ class DistillConfig:
             raise SpriteDiffError(f"--start-steps must be --calls times a power of --jump (at least 1), at most T={T}: "
                                   f"with --calls {self.calls} and --jump {self.jump}, one of "
                                   f"{', '.join(map(str, powers)) or 'none'}; got {self.start_steps}")
-        if self.states != "data" and self.rounds != 1:
-            raise SpriteDiffError(f"--states {self.states} distils in one round: give --start-steps = --calls x "
-                                  f"--jump (e.g. --calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
+        one_round_only = f"--states {self.states}" if self.states != "data" else "--dmd" if self.dmd else ""
+        if one_round_only and self.rounds != 1:  # their states or their real score are the given teacher's
+            raise SpriteDiffError(f"{one_round_only} distils in one round: give --start-steps = --calls x --jump (e.g. "
+                                  f"--calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
-        if self.dmd and self.rounds != 1:
-            raise SpriteDiffError(f"--dmd matches the given teacher's distribution in one round: give --start-steps = "
-                                  f"--calls x --jump (e.g. --calls 4 --start-steps 20 --jump 5), got "
-                                  f"{self.start_steps} = {self.calls} x {self.jump}^{self.rounds}")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "

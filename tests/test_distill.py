@@ -597,7 +597,7 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--adversarial", 1000], ("bad --adversarial",)),
     (["--adversarial-start", 1], ("bad --adversarial-start",)),
     (["--adversarial-sample", -1], ("--adversarial-sample", ">= 0")),
-    (["--dmd", 0.5], ("--dmd matches the given teacher's distribution in one round", "--jump 5")),
+    (["--dmd", 0.5], ("--dmd distils in one round", "--jump 5")),
     (["--dmd-fake-steps", 0], ("--dmd-fake-steps",)),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
