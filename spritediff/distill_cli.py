@@ -93,8 +93,9 @@ def add_distill_parser(sub) -> None:
                         "teacher's distribution rather than its sampler's landings; its gradient RATIO times the "
                         "squared error's (default 0: off; one round; each step costs a --calls-call sample's "
                         "forward and backward passes and --dmd-fake-steps training steps of the teacher's net more; "
-                        "measured at 0.25 on the 4-call student: nearest DDIM-20 half-way through the run, not at "
-                        "its end; at 1.0 the sprites collapsed to a few colours, docs/results.md)")
+                        "measured at 0.25 on the 4-call student: one point half-way through a run came nearest "
+                        "DDIM-20, no run's end did; at 1.0 the sprites collapsed to a few colours, "
+                        "docs/results.md)")
     p.add_argument("--dmd-fake-steps", type=positive_int, default=d.dmd_fake_steps, metavar="N",
                    help=f"with --dmd: the fake score's training steps per student step, each on the same samples "
                         f"with fresh noise; it must keep up with the student it learns (default {d.dmd_fake_steps})")
