@@ -188,8 +188,7 @@ class Distiller:
         classes = 0 if self.labels is None else self.labels.shape[1]
         self.sample_critic, self.sample_critic_optimizer = (
             self._new_critic(SampleCritic, 5, classes) if config.adversarial_sample else (None, None))
-        self.fake_score = (FakeScore(self.teacher_net, self.schedule, teacher.prediction_type, config.lr,
-                                     config.precision == "bf16") if config.dmd else None)
+        self.fake_score = FakeScore(teacher, device, config.lr, config.precision) if config.dmd else None
         self.critic_loss: float | None = None  # the last step's, for the log
         self.sample_critic_loss: float | None = None
         self.fake_score_loss: float | None = None

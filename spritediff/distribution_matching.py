@@ -13,27 +13,28 @@ a student short of precision lacks; the squared error to the teacher's jumps kee
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import torch
-from torch import nn
 
-from .denoiser import Denoiser
-from .schedule import Schedule
+from .checkpoint import SpriteModel
+from .engine import Engine
 from .train import diffusion_loss
 
 T_RANGE = (0.02, 0.98)  # the share of T that the matching's noise levels are drawn from, as DMD
 
 
 class FakeScore:
-    """A denoiser of the student's samples: a trainable copy of the teacher's net, in eval mode throughout (its
-    BatchNorm statistics stay the teacher's, so that at the start it is the teacher's conditional denoiser), and its
-    Adam (constant lr)."""
+    """A denoiser of the student's samples: the teacher with a trainable copy of its net on device, in eval mode
+    throughout (its BatchNorm statistics stay the teacher's, so that at the start it is the teacher's conditional
+    denoiser), and its Adam (constant lr). precision: "fp32" or "bf16", for its training and its calls."""
 
-    def __init__(self, net: nn.Module, schedule: Schedule, prediction_type: str, lr: float, bf16: bool):
-        self.net = copy.deepcopy(net).eval()
+    def __init__(self, teacher: SpriteModel, device: torch.device, lr: float, precision: str):
+        self.net = copy.deepcopy(teacher.net).to(device).eval()
         for p in self.net.parameters():
             p.requires_grad_(True)
-        self.schedule, self.prediction_type, self.bf16 = schedule, prediction_type, bf16
+        self.model = replace(teacher, net=self.net)
+        self.schedule, self.device, self.precision = teacher.schedule, device, precision
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
 
     def learn(self, samples: torch.Tensor, context: torch.Tensor | None, generator: torch.Generator) -> float:
@@ -43,15 +44,16 @@ class FakeScore:
         noise = torch.randn(samples.shape, generator=generator).to(samples.device)
         alphas_cumprod = self.schedule.alphas_cumprod.float().to(samples.device)
         loss = diffusion_loss(self.net, samples.detach(), context, t, noise, alphas_cumprod, self.schedule.T,
-                              "bf16" if self.bf16 else "fp32", self.prediction_type)
+                              self.precision, self.model.prediction_type)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
 
-    def eps(self, context: torch.Tensor | None) -> Denoiser:
-        """eps(x, t) of the fake score for (B, K) context rows, unguided, without gradient."""
-        return Denoiser(self.net, self.schedule, context, 0.0, bf16=self.bf16, prediction_type=self.prediction_type)
+    def eps(self, context: torch.Tensor | None):
+        """eps(x, t) of the fake score as it is now, for (B, K) context rows, unguided, without gradient: run as
+        `sample` runs a model (spritediff.engine, on a folded copy)."""
+        return Engine(self.model, self.device, fast=True, precision=self.precision).eps(context)
 
 
 def noise_levels(batch: int, T: int, generator: torch.Generator) -> torch.Tensor:
