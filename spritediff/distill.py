@@ -67,7 +67,7 @@ from .adversarial import Critic, SampleCritic, balanced_weight, critic_hinge_los
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
 from .denoiser import eps_from_output
-from .distribution_matching import FakeScore, matching_direction, matching_loss, noise_levels, x0_from_eps
+from .distribution_matching import FakeScore, matching_direction, matching_loss, noise_levels
 from .distill_config import STUDENT_PREDICTIONS, DistillConfig  # noqa: F401 (the run's settings, re-exported)
 from .engine import Engine
 from .errors import SpriteDiffError
@@ -77,6 +77,7 @@ from .outputs import write_atomically
 from .pixels import to_model_space
 from .provenance import command_line
 from .rng import keyed_generator
+from .samplers.common import predict_x0
 from .schedule import Schedule
 from .sprites import credit_record
 from .student import StudentSchedule
@@ -109,8 +110,7 @@ def round_grids(schedule: Schedule, start_steps: int, calls: int, jump: int = 2)
 def ddim_jump(x: torch.Tensor, eps: torch.Tensor, ab_t: torch.Tensor, ab_s: torch.Tensor) -> torch.Tensor:
     """Deterministic DDIM from t to s: sqrt(ab_s) x0_hat + sqrt(1 - ab_s) eps, x0_hat = (x - sqrt(1 - ab_t) eps) /
     sqrt(ab_t). x, eps (B,C,H,W); ab_t, ab_s broadcastable to them, e.g. (B,1,1,1)."""
-    x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
-    return ab_s.sqrt() * x0 + (1 - ab_s).sqrt() * eps
+    return ab_s.sqrt() * predict_x0(x, eps, ab_t) + (1 - ab_s).sqrt() * eps
 
 
 def distillation_target(eps_fn, x_t: torch.Tensor, path: list[torch.Tensor],
@@ -280,8 +280,8 @@ class Distiller:
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = noisy(sample.detach(), torch.randn(sample.shape, generator=g).to(self.device), ab)
         with torch.no_grad():
-            x0_real = x0_from_eps(x_t, self._teacher_eps(context)(x_t, t), ab)
-            x0_fake = x0_from_eps(x_t, self.fake_score.eps(context)(x_t, t), ab)
+            x0_real = predict_x0(x_t, self._teacher_eps(context)(x_t, t), ab)
+            x0_fake = predict_x0(x_t, self.fake_score.eps(context)(x_t, t), ab)
         term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
         return balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd) * term
 

@@ -19,6 +19,7 @@ import torch
 
 from .checkpoint import SpriteModel
 from .engine import Engine
+from .samplers.common import predict_x0
 from .train import diffusion_loss
 
 T_RANGE = (0.02, 0.98)  # the share of T that the matching's noise levels are drawn from, as DMD
@@ -30,21 +31,25 @@ class FakeScore:
     denoiser), and its Adam (constant lr). precision: "fp32" or "bf16", for its training and its calls."""
 
     def __init__(self, teacher: SpriteModel, device: torch.device, lr: float, precision: str):
-        self.net = copy.deepcopy(teacher.net).to(device).eval()
+        self.model = replace(teacher, net=copy.deepcopy(teacher.net).to(device).eval())
         for p in self.net.parameters():
             p.requires_grad_(True)
-        self.model = replace(teacher, net=self.net)
-        self.schedule, self.device, self.precision = teacher.schedule, device, precision
+        self.device, self.precision = device, precision
+        self.alphas_cumprod = teacher.schedule.alphas_cumprod.float().to(device)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=lr)
+
+    @property
+    def net(self) -> torch.nn.Module:
+        return self.model.net
 
     def learn(self, samples: torch.Tensor, context: torch.Tensor | None, generator: torch.Generator) -> float:
         """One step of the teacher's own loss on samples (B,C,H,W) in [-1, 1] (detached) with their (B, K) context
         rows; t and the noise from generator (CPU). Returns the loss."""
-        t = torch.randint(1, self.schedule.T + 1, (len(samples),), generator=generator).to(samples.device)
+        T = self.model.schedule.T
+        t = torch.randint(1, T + 1, (len(samples),), generator=generator).to(samples.device)
         noise = torch.randn(samples.shape, generator=generator).to(samples.device)
-        alphas_cumprod = self.schedule.alphas_cumprod.float().to(samples.device)
-        loss = diffusion_loss(self.net, samples.detach(), context, t, noise, alphas_cumprod, self.schedule.T,
-                              self.precision, self.model.prediction_type)
+        loss = diffusion_loss(self.net, samples.detach(), context, t, noise, self.alphas_cumprod, T, self.precision,
+                              self.model.prediction_type)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -60,11 +65,6 @@ def noise_levels(batch: int, T: int, generator: torch.Generator) -> torch.Tensor
     """(batch,) integer times drawn uniformly from T_RANGE of T."""
     low, high = (max(1, round(share * T)) for share in T_RANGE)
     return torch.randint(low, high + 1, (batch,), generator=generator)
-
-
-def x0_from_eps(x_t: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """(x_t - sqrt(1 - ab) eps) / sqrt(ab); ab broadcastable to x_t (B,C,H,W)."""
-    return (x_t - (1 - ab).sqrt() * eps) / ab.sqrt()
 
 
 def matching_direction(samples: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:

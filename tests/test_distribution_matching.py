@@ -8,7 +8,8 @@ import math
 import torch
 
 from oracle import GaussianMixture
-from spritediff.distribution_matching import matching_direction, matching_loss, noise_levels, x0_from_eps
+from spritediff.distribution_matching import matching_direction, matching_loss, noise_levels
+from spritediff.samplers.common import predict_x0
 from spritediff.schedule import Schedule
 
 SCHEDULE = Schedule.course()
@@ -17,7 +18,7 @@ SCHEDULE = Schedule.course()
 def posterior_mean(mixture: GaussianMixture, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """E[x0 | x_t] of the mixture's data, from its exact eps."""
     ab = SCHEDULE.alphas_cumprod[t].double().view(-1, 1, 1, 1)
-    return x0_from_eps(x_t, mixture.eps_fn(SCHEDULE)(x_t, t), ab)
+    return predict_x0(x_t, mixture.eps_fn(SCHEDULE)(x_t, t), ab)
 
 
 def test_the_direction_is_the_difference_of_the_posterior_means_of_two_gaussians():

@@ -44,8 +44,11 @@ def call_eps(eps_fn: EpsFn, x: torch.Tensor, t: int) -> torch.Tensor:
     return eps_fn(x, torch.full((x.shape[0],), t, dtype=torch.long, device=x.device))
 
 
-def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float) -> torch.Tensor:
-    """x0_hat = (x_t - sqrt(1 - ab) eps) / sqrt(ab)."""
+def predict_x0(x_t: torch.Tensor, eps: torch.Tensor, alpha_bar: float | torch.Tensor) -> torch.Tensor:
+    """x0_hat = (x_t - sqrt(1 - ab) eps) / sqrt(ab); alpha_bar one float, or a tensor broadcastable to x_t
+    (B,C,H,W), e.g. (B,1,1,1) for a time per sample."""
+    if isinstance(alpha_bar, torch.Tensor):
+        return (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
     return (x_t - math.sqrt(1.0 - alpha_bar) * eps) / math.sqrt(alpha_bar)
 
 
