@@ -99,7 +99,8 @@ def add_distill_parser(sub) -> None:
     p.add_argument("--dmd-fake-steps", type=positive_int, default=d.dmd_fake_steps, metavar="N",
                    help=f"with --dmd: the fake score's training steps per student step, each on the same samples "
                         f"with fresh noise; it must keep up with the student it learns (default {d.dmd_fake_steps}; "
-                        f"DMD2 runs 5, which kept --dmd 1.0 from the collapse that 1 let happen)")
+                        f"DMD2 runs 5, which kept --dmd 1.0 from the all-class collapse that 1 let happen, though one "
+                        f"seed of three still lost one class's variety)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone while the critics (and the fake score) "
