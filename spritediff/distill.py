@@ -192,6 +192,7 @@ class Distiller:
         self.critic_loss: float | None = None  # the last step's, for the log
         self.sample_critic_loss: float | None = None
         self.fake_score_loss: float | None = None
+        self.dmd_weight: float | None = None  # the distribution-matching term's last weight (held once frozen)
 
     @property
     def round(self) -> int:
@@ -269,7 +270,8 @@ class Distiller:
         """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch), then the
         distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
         from (seed, step, 7), weighted so that its gradient at the student's last layer is config.dmd times the
-        distillation loss's; 0 while warming up."""
+        distillation loss's (every step, or at the first joined step only: config.dmd_weight); 0 while warming
+        up."""
         g = keyed_generator(self.config.seed, self.step, 6)
         for _ in range(self.config.dmd_fake_steps):
             self.fake_score_loss = self.fake_score.learn(sample, context, g)
@@ -283,7 +285,9 @@ class Distiller:
             x0_real = predict_x0(x_t, self._teacher_eps(context)(x_t, t), ab)
             x0_fake = predict_x0(x_t, self.fake_score.eps(context)(x_t, t), ab)
         term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
-        return balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd) * term
+        if self.config.dmd_weight == "balanced" or self.dmd_weight is None:
+            self.dmd_weight = float(balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd))
+        return self.dmd_weight * term
 
     @property
     def _warming_up(self) -> bool:
@@ -462,7 +466,7 @@ class Distiller:
                           sample_critic_optimizer=self.sample_critic_optimizer.state_dict())
         if self.fake_score is not None:
             critic.update(fake_score=self.fake_score.net.state_dict(),
-                          fake_score_optimizer=self.fake_score.optimizer.state_dict())
+                          fake_score_optimizer=self.fake_score.optimizer.state_dict(), dmd_weight=self.dmd_weight)
         return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "teacher": self.teacher_net.state_dict(), **critic}
@@ -475,6 +479,7 @@ class Distiller:
         state = read_state(path, self.device)
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
                  "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
+                 "dmd_weight": DistillConfig.dmd_weight,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
@@ -503,6 +508,7 @@ class Distiller:
             if self.fake_score is not None:
                 self.fake_score.net.load_state_dict(state["fake_score"])
                 self.fake_score.optimizer.load_state_dict(state["fake_score_optimizer"])
+                self.dmd_weight = state.get("dmd_weight")  # older runs: none kept (balanced sets it every step)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
             reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
             raise SpriteDiffError(f"cannot resume from {path}: its weights do not fit this teacher: {reason}") from None
@@ -644,6 +650,8 @@ def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bo
                 entry["sample_critic_loss"] = round(distiller.sample_critic_loss, 6)
             if distiller.fake_score_loss is not None:
                 entry["fake_score_loss"] = round(distiller.fake_score_loss, 6)
+            if distiller.dmd_weight is not None:
+                entry["dmd_weight"] = round(distiller.dmd_weight, 6)
             log.write(json.dumps(entry, allow_nan=False) + "\n")
             round_done = distiller.step % config.steps_per_round == 0
             if distiller.step % ckpt_every == 0 or round_done:

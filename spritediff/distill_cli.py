@@ -17,7 +17,7 @@ from .errors import SpriteDiffError
 def add_distill_parser(sub) -> None:
     from .arguments import add_device_argument, nonnegative_float, positive_float, positive_int, seed_int
     from .defaults import DEFAULT_GUIDANCE
-    from .distill_config import PRECISIONS, STATES, STUDENT_PREDICTIONS, DistillConfig
+    from .distill_config import DMD_WEIGHTS, PRECISIONS, STATES, STUDENT_PREDICTIONS, DistillConfig
 
     d = DistillConfig()
     p = sub.add_parser("distill",
@@ -101,6 +101,11 @@ def add_distill_parser(sub) -> None:
                         f"with fresh noise; it must keep up with the student it learns (default {d.dmd_fake_steps}; "
                         f"DMD2 runs 5, which kept --dmd 1.0 from the all-class collapse that 1 let happen, though one "
                         f"seed of three still lost one class's variety)")
+    p.add_argument("--dmd-weight", choices=DMD_WEIGHTS, default=d.dmd_weight,
+                   help=f"with --dmd: how RATIO sets the term's weight: balanced sets it at every step, so that the "
+                        f"term keeps RATIO times the squared error's gradient even as the student's distribution "
+                        f"meets the teacher's; frozen sets it so at the first step the term joins and then holds it, "
+                        f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight})")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone while the critics (and the fake score) "
@@ -161,7 +166,8 @@ def run_distill(args) -> int:
                            context_drop=args.context_drop, ema=args.ema, seed=args.seed, precision=args.precision,
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
-                           dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps, adversarial_start=args.adversarial_start)
+                           dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
+                           dmd_weight=args.dmd_weight, adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

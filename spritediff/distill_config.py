@@ -15,6 +15,7 @@ STATES = ("data", "teacher", "student")  # where the student's x_t come from (sp
 MAX_PATHS = 10**6
 MAX_WIDTH = 4096  # a bound on --student-width (n_feat): far past what a 16x16 net needs
 MAX_FAKE_STEPS = 100  # a bound on --dmd-fake-steps: each is a training step of the teacher's net
+DMD_WEIGHTS = ("balanced", "frozen")  # how --dmd's RATIO sets the term's weight (DistillConfig.dmd_weight)
 MAX_ADVERSARIAL = 100.0  # a bound on --adversarial: past it the distillation loss no longer steers the student
 
 
@@ -48,6 +49,9 @@ class DistillConfig:
     # loss's; one round only (its real score is the given teacher); 0: off
     dmd_fake_steps: int = 2  # the fake score's training steps per student step: it must keep up with the student
     # whose samples it learns (DMD2's two time scales; 1 lagged on the sprites, docs/results.md)
+    dmd_weight: str = "balanced"  # balanced: the weight is set every step so that the term's gradient is dmd times
+    # the distillation loss's; frozen: set so at the first step the term joins, then held (the term then fades as the
+    # student's distribution meets the teacher's, as DMD's fixed weight does)
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
     # while the critics learn to tell its x0 from the targets (or its samples from sprites) and the fake score learns
     # its samples: an untrained critic only adds noise
@@ -104,6 +108,7 @@ class DistillConfig:
                          ("adversarial_sample", 0 <= self.adversarial_sample <= MAX_ADVERSARIAL),
                          ("dmd", 0 <= self.dmd <= MAX_ADVERSARIAL),
                          ("dmd_fake_steps", 1 <= self.dmd_fake_steps <= MAX_FAKE_STEPS),
+                         ("dmd_weight", self.dmd_weight in DMD_WEIGHTS),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -511,6 +511,28 @@ def test_a_dmd_run_logs_its_fake_scores_loss_and_resumes_to_the_same_weights(tea
     assert all(torch.equal(fake[k], teacher[k].to(fake[k].dtype)) for k in teacher if "running_" in k)  # eval mode
 
 
+def test_a_frozen_dmd_weight_is_held_from_the_join_and_survives_a_resume(teacher_folder, monkeypatch):
+    """--dmd-weight frozen: the log's dmd_weight is the same at every joined step (balanced: it changes), and a run
+    stopped after the join resumes with the held weight to the uninterrupted run's student and fake score."""
+    def weights(name, *extra):
+        assert run(distill_args(teacher_folder, name, *shared, *extra)) == 0
+        log = [json.loads(line) for line in (teacher_folder / name.replace(".safetensors", ".log.jsonl"))
+               .read_text().splitlines()]
+        return [entry.get("dmd_weight") for entry in log]
+
+    shared = ("--jump", 4, "--dmd", 0.5, "--adversarial-start", 0.25, "--steps-per-round", 4)
+    frozen, balanced = weights("frozen.safetensors", "--dmd-weight", "frozen"), weights("balanced.safetensors")
+    assert frozen[0] is None and balanced[0] is None  # warming up: no term yet
+    assert frozen[1] == balanced[1] > 0 and len(set(frozen[1:])) == 1 and len(set(balanced[1:])) == 3
+    cut_args = distill_args(teacher_folder, "frozen_cut.safetensors", *shared, "--dmd-weight", "frozen")
+    assert run_interrupted(monkeypatch, 3, cut_args) == 130
+    assert run(cut_args + ["--resume"]) == 0
+    whole, cut = (read_state(teacher_folder / f"{name}.train.pt") for name in ("frozen", "frozen_cut"))
+    assert whole["dmd_weight"] == cut["dmd_weight"] and round(whole["dmd_weight"], 6) == frozen[1]  # log: 6 digits
+    for key in ("ema", "fake_score"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
@@ -599,6 +621,7 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--adversarial-sample", -1], ("--adversarial-sample", ">= 0")),
     (["--dmd", 0.5], ("--dmd distils in one round", "--jump 5")),
     (["--dmd-fake-steps", 0], ("--dmd-fake-steps",)),
+    (["--dmd-weight", "fixed"], ("--dmd-weight", "invalid choice")),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)
