@@ -105,7 +105,9 @@ def add_distill_parser(sub) -> None:
                    help=f"with --dmd: how RATIO sets the term's weight: balanced sets it at every step, so that the "
                         f"term keeps RATIO times the squared error's gradient even as the student's distribution "
                         f"meets the teacher's; frozen sets it so at the first step the term joins and then holds it, "
-                        f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight})")
+                        f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight}; measured on the "
+                        f"4-call student: frozen was ahead of balanced half-way and drifted back to the start by the "
+                        f"end as balanced does, docs/results.md)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone while the critics (and the fake score) "
