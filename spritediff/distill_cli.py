@@ -94,8 +94,9 @@ def add_distill_parser(sub) -> None:
                         "squared error's (default 0: off; one round; each step costs a --calls-call sample's "
                         "forward and backward passes and --dmd-fake-steps training steps of the teacher's net more; "
                         "measured on the 4-call student: at 0.25, and at 1.0 with five fake steps, points half-way "
-                        "through a run came near DDIM-20 (one within 0.03 on every judge), no run's end did; at "
-                        "1.0 with one fake step the sprites collapsed to a few colours, docs/results.md)")
+                        "through a run came near DDIM-20 (one within 0.03 on every judge), no run's end did, at 2.0 "
+                        "neither: the gain half-way is a transient; at 1.0 with one fake step the sprites collapsed "
+                        "to a few colours, docs/results.md)")
     p.add_argument("--dmd-fake-steps", type=positive_int, default=d.dmd_fake_steps, metavar="N",
                    help=f"with --dmd: the fake score's training steps per student step, each on the same samples "
                         f"with fresh noise; it must keep up with the student it learns (default {d.dmd_fake_steps}; "
