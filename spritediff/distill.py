@@ -278,7 +278,7 @@ class Distiller:
         if self._warming_up:
             return torch.zeros((), device=distill_loss.device)
         g = keyed_generator(self.config.seed, self.step, 7)
-        t = noise_levels(len(sample), self.schedule.T, g).to(self.device)
+        t = noise_levels(len(sample), self.schedule.T, g, self.config.dmd_t_max).to(self.device)
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = noisy(sample.detach(), torch.randn(sample.shape, generator=g).to(self.device), ab)
         with torch.no_grad():
@@ -479,7 +479,7 @@ class Distiller:
         state = read_state(path, self.device)
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
                  "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
-                 "dmd_weight": DistillConfig.dmd_weight,
+                 "dmd_weight": DistillConfig.dmd_weight, "dmd_t_max": DistillConfig.dmd_t_max,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}

@@ -109,6 +109,10 @@ def add_distill_parser(sub) -> None:
                         f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight}; measured on the "
                         f"4-call student: frozen was ahead of balanced half-way and drifted back to the start by the "
                         f"end as balanced does, docs/results.md)")
+    p.add_argument("--dmd-t-max", type=positive_float, default=d.dmd_t_max, metavar="SHARE",
+                   help=f"with --dmd: the matching's noise levels are drawn uniformly from 0.02 of T up to SHARE of "
+                        f"T (0.05 to 1); lower puts the term on fine detail, which a denoiser sees only at low noise "
+                        f"(default {d.dmd_t_max}, as DMD)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone while the critics (and the fake score) "
@@ -170,7 +174,7 @@ def run_distill(args) -> int:
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
                            dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
-                           dmd_weight=args.dmd_weight, adversarial_start=args.adversarial_start)
+                           dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max, adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

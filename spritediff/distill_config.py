@@ -52,6 +52,8 @@ class DistillConfig:
     dmd_weight: str = "balanced"  # balanced: the weight is set every step so that the term's gradient is dmd times
     # the distillation loss's; frozen: set so at the first step the term joins, then held (the term then fades as the
     # student's distribution meets the teacher's, as DMD's fixed weight does)
+    dmd_t_max: float = 0.98  # the largest share of T the matching's noise levels are drawn up to (from 0.02):
+    # lower puts the term on fine detail, which a denoiser sees only at low noise
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
     # while the critics learn to tell its x0 from the targets (or its samples from sprites) and the fake score learns
     # its samples: an untrained critic only adds noise
@@ -109,6 +111,7 @@ class DistillConfig:
                          ("dmd", 0 <= self.dmd <= MAX_ADVERSARIAL),
                          ("dmd_fake_steps", 1 <= self.dmd_fake_steps <= MAX_FAKE_STEPS),
                          ("dmd_weight", self.dmd_weight in DMD_WEIGHTS),
+                         ("dmd_t_max", 0.05 <= self.dmd_t_max <= 1),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

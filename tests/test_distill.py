@@ -622,6 +622,7 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--dmd", 0.5], ("--dmd distils in one round", "--jump 5")),
     (["--dmd-fake-steps", 0], ("--dmd-fake-steps",)),
     (["--dmd-weight", "fixed"], ("--dmd-weight", "invalid choice")),
+    (["--jump", 4, "--dmd", 0.5, "--dmd-t-max", 0.01], ("bad --dmd-t-max",)),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)

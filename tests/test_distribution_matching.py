@@ -74,3 +74,5 @@ def test_following_it_with_exact_scores_moves_a_shifted_student_onto_the_teacher
 def test_noise_levels_stay_inside_the_share_of_T():
     t = noise_levels(10_000, 500, torch.Generator().manual_seed(0))
     assert int(t.min()) == 10 and int(t.max()) == 490
+    low = noise_levels(10_000, 500, torch.Generator().manual_seed(0), top=0.3)
+    assert int(low.min()) == 10 and int(low.max()) == 150
