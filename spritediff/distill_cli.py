@@ -106,8 +106,8 @@ def add_distill_parser(sub) -> None:
                    help=f"with --dmd: how RATIO sets the term's weight: balanced sets it at every step, so that the "
                         f"term keeps RATIO times the squared error's gradient even as the student's distribution "
                         f"meets the teacher's; frozen sets it so at the first step the term joins and then holds it, "
-                        f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight}; measured on the "
-                        f"4-call student: frozen was ahead of balanced half-way and drifted back to the start by the "
+                        f"so that the term fades as they meet, as DMD's fixed weight does (default {d.dmd_weight}; "
+                        f"measured on the 4-call student: frozen was ahead of balanced half-way and drifted back to the start by the "
                         f"end as balanced does, docs/results.md)")
     p.add_argument("--dmd-t-max", type=positive_float, default=d.dmd_t_max, metavar="SHARE",
                    help=f"with --dmd: the matching's noise levels are drawn uniformly from 0.02 of T up to SHARE of "
@@ -175,7 +175,8 @@ def run_distill(args) -> int:
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
                            dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
-                           dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max, adversarial_start=args.adversarial_start)
+                           dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max,
+                           adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

@@ -22,7 +22,8 @@ from .engine import Engine
 from .samplers.common import predict_x0
 from .train import diffusion_loss
 
-T_RANGE = (0.02, 0.98)  # the share of T that the matching's noise levels are drawn from, as DMD (the top: a setting)
+T_MIN_SHARE = 0.02  # the smallest share of T the matching's noise levels are drawn from, as DMD (the top: a setting,
+# DistillConfig.dmd_t_max, 0.98 as DMD)
 
 
 class FakeScore:
@@ -61,9 +62,9 @@ class FakeScore:
         return Engine(self.model, self.device, fast=True, precision=self.precision).eps(context)
 
 
-def noise_levels(batch: int, T: int, generator: torch.Generator, top: float = T_RANGE[1]) -> torch.Tensor:
-    """(batch,) integer times drawn uniformly from T_RANGE[0] to `top` of T (top above T_RANGE[0], at most 1)."""
-    low, high = (max(1, round(share * T)) for share in (T_RANGE[0], top))
+def noise_levels(batch: int, T: int, generator: torch.Generator, top: float) -> torch.Tensor:
+    """(batch,) integer times drawn uniformly from T_MIN_SHARE to `top` of T (top above T_MIN_SHARE, at most 1)."""
+    low, high = (max(1, round(share * T)) for share in (T_MIN_SHARE, top))
     return torch.randint(low, high + 1, (batch,), generator=generator)
 
 

@@ -8,6 +8,7 @@ import math
 import torch
 
 from oracle import GaussianMixture
+from spritediff.distill_config import DistillConfig
 from spritediff.distribution_matching import matching_direction, matching_loss, noise_levels
 from spritediff.samplers.common import predict_x0
 from spritediff.schedule import Schedule
@@ -30,7 +31,7 @@ def test_the_direction_is_the_difference_of_the_posterior_means_of_two_gaussians
     fake = GaussianMixture(torch.tensor([[-0.3, 0.1, 0.4, 0.2]]).view(1, 1, 2, 2), torch.ones(1), std)
     g = torch.Generator().manual_seed(0)
     samples = (fake.sample(16, g)[0]).requires_grad_(True)
-    t = noise_levels(16, SCHEDULE.T, g)
+    t = noise_levels(16, SCHEDULE.T, g, DistillConfig.dmd_t_max)
     ab = SCHEDULE.alphas_cumprod[t].double().view(-1, 1, 1, 1)
     x_t = ab.sqrt() * samples.detach() + (1 - ab).sqrt() * torch.randn(samples.shape, generator=g, dtype=torch.float64)
     x0_real, x0_fake = posterior_mean(real, x_t, t), posterior_mean(fake, x_t, t)
@@ -55,7 +56,7 @@ def test_following_it_with_exact_scores_moves_a_shifted_student_onto_the_teacher
         base, _ = teacher.sample(256, g)
         samples = base + theta
         student = GaussianMixture(teacher.means + theta.detach(), teacher.weights, teacher.std)
-        t = noise_levels(256, SCHEDULE.T, g)
+        t = noise_levels(256, SCHEDULE.T, g, DistillConfig.dmd_t_max)
         ab = SCHEDULE.alphas_cumprod[t].double().view(-1, 1, 1, 1)
         x_t = ab.sqrt() * samples.detach() + (1 - ab).sqrt() * torch.randn(samples.shape, generator=g,
                                                                             dtype=torch.float64)
@@ -72,7 +73,7 @@ def test_following_it_with_exact_scores_moves_a_shifted_student_onto_the_teacher
 
 
 def test_noise_levels_stay_inside_the_share_of_T():
-    t = noise_levels(10_000, 500, torch.Generator().manual_seed(0))
+    t = noise_levels(10_000, 500, torch.Generator().manual_seed(0), DistillConfig.dmd_t_max)
     assert int(t.min()) == 10 and int(t.max()) == 490
     low = noise_levels(10_000, 500, torch.Generator().manual_seed(0), top=0.3)
     assert int(low.min()) == 10 and int(low.max()) == 150
