@@ -13,6 +13,11 @@ so that its gradient, the thing the student follows, stays bounded.
 A second critic (SampleCritic) judges the student's whole few-call sample against real sprites of the same class
 (as the adversarial terms of Sauer et al.'s ADD, 2023, and Yin et al.'s DMD2, 2024, judge against real images):
 the first critic can at best bring the student to its teacher's sampler, this one can take it past it.
+
+A third (FeatureCritic, DMD2's classifier) judges noised samples by the fake score's own features
+(spritediff.distribution_matching): a denoiser trained on the student's samples all along sees what sets them apart,
+which a small critic from scratch did not (the sample critic was fooled within 25 steps: docs/results.md). It is
+trained, with the fake score under it, by the non-saturating loss of DMD2 (softplus), not the hinge.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 WIDTH = 64
 SLOPE = 0.2  # LeakyReLU's negative slope
+GROUPS = 8  # FeatureCritic's GroupNorm groups
 
 
 def feature_layers(in_channels: int, width: int = WIDTH) -> nn.Sequential:
@@ -68,6 +74,28 @@ class SampleCritic(nn.Module):
             rows = torch.zeros(len(x), self.classes, device=x.device) if context is None else context
             x = torch.cat([x, planes(rows, x)], dim=1)
         return self.head(self.features(x)).flatten()
+
+
+class FeatureCritic(nn.Module):
+    """score = critic(features (B, channels, h, w)): (B,) real-valued, high for real sprites; h, w multiples of 4.
+    The features are a denoiser's, at a noised image's time and class, so the critic needs neither. As DMD2's head,
+    convolutions with GroupNorm and no spectral norm: the balanced weight bounds what the student follows, and a
+    1-Lipschitz critic of small features could not part them (tests/test_distribution_matching.py)."""
+
+    def __init__(self, channels: int, width: int = WIDTH):
+        super().__init__()
+        self.layers = nn.Sequential(
+            nn.Conv2d(channels, width, 4, 2, 1), nn.GroupNorm(GROUPS, width), nn.SiLU(),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.GroupNorm(GROUPS, 2 * width), nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, 1))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features.float()).flatten()
+
+
+def classifier_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """A FeatureCritic's loss, non-saturating (DMD2): mean softplus(-real) + mean softplus(fake), log 4 at chance."""
+    return nn.functional.softplus(-real_scores).mean() + nn.functional.softplus(fake_scores).mean()
 
 
 def critic_hinge_loss(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:

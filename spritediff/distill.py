@@ -42,7 +42,9 @@ the data.
 
 Distribution matching (dmd > 0, spritediff.distribution_matching) aims at the teacher's distribution instead of
 its sampler: on the same few-call samples a fake score (a copy of the teacher) learns the student's samples, and
-the student follows the difference between that score's denoising and the guided teacher's.
+the student follows the difference between that score's denoising and the guided teacher's. With dmd_gan > 0 the
+fake score also carries a critic on its features (DMD2's GAN term), trained on the rows' real sprites against those
+samples, both noised; the student follows it too.
 
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
@@ -63,7 +65,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from tqdm.auto import tqdm
 
-from .adversarial import Critic, SampleCritic, balanced_weight, critic_hinge_loss
+from .adversarial import Critic, FeatureCritic, SampleCritic, balanced_weight, critic_hinge_loss
 from .checkpoint import SpriteModel, save_model, unreadable_reason
 from .data import SpriteData
 from .denoiser import eps_from_output
@@ -188,7 +190,8 @@ class Distiller:
         classes = 0 if self.labels is None else self.labels.shape[1]
         self.sample_critic, self.sample_critic_optimizer = (
             self._new_critic(SampleCritic, 5, classes) if config.adversarial_sample else (None, None))
-        self.fake_score = FakeScore(teacher, device, config.lr, config.precision) if config.dmd else None
+        gan_critic = self._seeded(FeatureCritic, 8, teacher.net.n_feat) if config.dmd_gan else None
+        self.fake_score = FakeScore(teacher, device, config.lr, config.precision, gan_critic) if config.dmd else None
         self.critic_loss: float | None = None  # the last step's, for the log
         self.sample_critic_loss: float | None = None
         self.fake_score_loss: float | None = None
@@ -226,13 +229,18 @@ class Distiller:
         self.ema = AveragedModel(self.student, multi_avg_fn=ema_update(self.config.ema, True), use_buffers=True)
         self.optimizer = torch.optim.Adam(self.student.parameters(), lr=self.config.lr)
 
-    def _new_critic(self, kind: type, stream: int, *args) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
-        """A critic of `kind` (channels, *args) with weights from generator (seed, 0, stream), kept across rounds,
-        and its Adam (a constant lr, CRITIC_LR_FACTOR times the student's, to keep ahead of the student it judges)."""
+    def _seeded(self, kind: type, stream: int, *args) -> torch.nn.Module:
+        """kind(*args) on device, its weights from generator (seed, 0, stream), so that a resumed run builds it as the
+        first did."""
         with torch.random.fork_rng(devices=[]):
             seed = keyed_generator(self.config.seed, 0, stream)
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=seed)))
-            critic = kind(self.images.shape[-1], *args).to(self.device)
+            return kind(*args).to(self.device)
+
+    def _new_critic(self, kind: type, stream: int, *args) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        """A critic of `kind` (channels, *args) (_seeded), kept across rounds, and its Adam (a constant lr,
+        CRITIC_LR_FACTOR times the student's, to keep ahead of the student it judges)."""
+        critic = self._seeded(kind, stream, self.images.shape[-1], *args)
         return critic, torch.optim.Adam(critic.parameters(), lr=CRITIC_LR_FACTOR * self.config.lr,
                                         betas=CRITIC_BETAS)
 
@@ -266,15 +274,16 @@ class Distiller:
                                                      self.config.adversarial_sample, distill_loss)
         return term
 
-    def _dmd_term(self, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
-        """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch), then the
+    def _dmd_term(self, real: torch.Tensor, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
+        """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch; with dmd_gan, its critic's
+        too, against the real sprites), then the
         distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
         from (seed, step, 7), weighted so that its gradient at the student's last layer is config.dmd times the
         distillation loss's (every step, or at the first joined step only: config.dmd_weight); 0 while warming
         up."""
         g = keyed_generator(self.config.seed, self.step, 6)
         for _ in range(self.config.dmd_fake_steps):
-            self.fake_score_loss = self.fake_score.learn(sample, context, g)
+            self.fake_score_loss = self.fake_score.learn(sample, context, g, real)
         if self._warming_up:
             return torch.zeros((), device=distill_loss.device)
         g = keyed_generator(self.config.seed, self.step, 7)
@@ -287,7 +296,18 @@ class Distiller:
         term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
         if self.config.dmd_weight == "balanced" or self.dmd_weight is None:
             self.dmd_weight = float(balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd))
-        return self.dmd_weight * term
+        return self.dmd_weight * term + (self._gan_term(context, sample, distill_loss) if self.config.dmd_gan else 0)
+
+    def _gan_term(self, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
+        """DMD2's GAN term: the student's samples (B,C,H,W), noised at times and noise from (seed, step, 8), scored
+        by the fake score's critic; softplus(-score) (non-saturating), weighted so that its gradient at the student's
+        last layer is config.dmd_gan times the distillation loss's."""
+        g = keyed_generator(self.config.seed, self.step, 8)
+        t = noise_levels(len(sample), self.schedule.T, g, self.config.dmd_t_max).to(self.device)
+        ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        x_t = noisy(sample, torch.randn(sample.shape, generator=g).to(self.device), ab)
+        fooling = torch.nn.functional.softplus(-self.fake_score.judge(x_t, t, context)).mean()
+        return balanced_weight(distill_loss, fooling, self.student.out[-1].weight, self.config.dmd_gan) * fooling
 
     @property
     def _warming_up(self) -> bool:
@@ -447,7 +467,7 @@ class Distiller:
             if self.sample_critic is not None:
                 total = total + self._sample_term(real, context, sample, loss)
             if self.fake_score is not None:
-                total = total + self._dmd_term(context, sample, loss)
+                total = total + self._dmd_term(real, context, sample, loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()
@@ -467,6 +487,8 @@ class Distiller:
         if self.fake_score is not None:
             critic.update(fake_score=self.fake_score.net.state_dict(),
                           fake_score_optimizer=self.fake_score.optimizer.state_dict(), dmd_weight=self.dmd_weight)
+            if self.fake_score.critic is not None:
+                critic.update(fake_score_critic=self.fake_score.critic.state_dict())
         return {"config": asdict(self.config), "step": self.step, "student": self.student.state_dict(),
                 "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "teacher": self.teacher_net.state_dict(), **critic}
@@ -479,7 +501,7 @@ class Distiller:
         state = read_state(path, self.device)
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
                  "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
-                 "dmd_weight": DistillConfig.dmd_weight, "dmd_t_max": DistillConfig.dmd_t_max,
+                 "dmd_weight": DistillConfig.dmd_weight, "dmd_t_max": DistillConfig.dmd_t_max, "dmd_gan": 0.0,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}
@@ -507,6 +529,8 @@ class Distiller:
                 self.sample_critic_optimizer.load_state_dict(state["sample_critic_optimizer"])
             if self.fake_score is not None:
                 self.fake_score.net.load_state_dict(state["fake_score"])
+                if self.fake_score.critic is not None:
+                    self.fake_score.critic.load_state_dict(state["fake_score_critic"])
                 self.fake_score.optimizer.load_state_dict(state["fake_score_optimizer"])
                 self.dmd_weight = state.get("dmd_weight")  # older runs: none kept (balanced sets it every step)
         except (RuntimeError, ValueError, KeyError, TypeError) as err:
@@ -652,6 +676,8 @@ def _distill_loop(distiller: Distiller, out: Path, ckpt_every: int, progress: bo
                 entry["fake_score_loss"] = round(distiller.fake_score_loss, 6)
             if distiller.dmd_weight is not None:
                 entry["dmd_weight"] = round(distiller.dmd_weight, 6)
+            if distiller.fake_score is not None and distiller.fake_score.critic_loss is not None:
+                entry["gan_critic_loss"] = round(distiller.fake_score.critic_loss, 6)
             log.write(json.dumps(entry, allow_nan=False) + "\n")
             round_done = distiller.step % config.steps_per_round == 0
             if distiller.step % ckpt_every == 0 or round_done:

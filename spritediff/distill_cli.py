@@ -114,6 +114,12 @@ def add_distill_parser(sub) -> None:
                         f"T (0.05 to 1); lower puts the term on fine detail, which a denoiser sees only at low noise "
                         f"(default {d.dmd_t_max}, as DMD; measured on the 4-call student: 0.3 collapsed every class "
                         f"onto one sprite half-way, docs/results.md)")
+    p.add_argument("--dmd-gan", type=nonnegative_float, default=d.dmd_gan, metavar="RATIO",
+                   help="with --dmd: add DMD2's GAN term, a critic on the fake score's own features (trained beside "
+                        "it) that tells the step's real sprites from the student's samples, both noised, and train "
+                        "the student to fool it, its gradient RATIO times the squared error's: the one term here "
+                        "that compares with the data rather than the teacher (default 0: off; each step costs "
+                        "--dmd-fake-steps forward and backward passes of the teacher's net on the real sprites more)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone while the critics (and the fake score) "
@@ -175,7 +181,7 @@ def run_distill(args) -> int:
                            states=args.states, paths=args.paths, student_width=args.student_width or 0,
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
                            dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
-                           dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max,
+                           dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max, dmd_gan=args.dmd_gan,
                            adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)

@@ -54,6 +54,9 @@ class DistillConfig:
     # student's distribution meets the teacher's, as DMD's fixed weight does)
     dmd_t_max: float = 0.98  # the largest share of T the matching's noise levels are drawn up to (from 0.02):
     # lower puts the term on fine detail, which a denoiser sees only at low noise
+    dmd_gan: float = 0.0  # with dmd: DMD2's GAN term, a critic on the fake score's features that tells real sprites
+    # from the student's samples (both noised), its gradient at the student's last layer this many times the
+    # distillation loss's; 0: off
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
     # while the critics learn to tell its x0 from the targets (or its samples from sprites) and the fake score learns
     # its samples: an untrained critic only adds noise
@@ -95,6 +98,9 @@ class DistillConfig:
             raise SpriteDiffError(f"{one_round_only} distils in one round: give --start-steps = --calls x --jump (e.g. "
                                   f"--calls 4 --start-steps 20 --jump 5), got {self.start_steps} = "
                                   f"{self.calls} x {self.jump}^{self.rounds}")
+        if self.dmd_gan and not self.dmd:
+            raise SpriteDiffError(f"--dmd-gan {self.dmd_gan:g} needs --dmd: its critic is the fake score's head, "
+                                  f"which only --dmd trains")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "
@@ -112,6 +118,7 @@ class DistillConfig:
                          ("dmd_fake_steps", 1 <= self.dmd_fake_steps <= MAX_FAKE_STEPS),
                          ("dmd_weight", self.dmd_weight in DMD_WEIGHTS),
                          ("dmd_t_max", 0.05 <= self.dmd_t_max <= 1),
+                         ("dmd_gan", 0 <= self.dmd_gan <= MAX_ADVERSARIAL),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -533,6 +533,28 @@ def test_a_frozen_dmd_weight_is_held_from_the_join_and_survives_a_resume(teacher
         assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
 
 
+def test_a_dmd_gan_run_logs_its_critic_and_resumes_to_the_same_weights(teacher_folder, monkeypatch):
+    """--dmd-gan: the fake score's critic learns from the first step (its loss in the log, near log 4 untrained),
+    its term moves the student elsewhere than --dmd alone once it joins, and a run stopped after the join resumes
+    to the uninterrupted run's student, fake score and critic."""
+    shared = ("--jump", 4, "--dmd", 0.5, "--adversarial-start", 0.25, "--steps-per-round", 4)
+    extra = (*shared, "--dmd-gan", 0.5)
+    assert run(distill_args(teacher_folder, "gan.safetensors", *extra)) == 0
+    log = [json.loads(line) for line in (teacher_folder / "gan.log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(abs(entry["gan_critic_loss"] - 2 * math.log(2)) < 0.3 for entry in log)
+    assert run(distill_args(teacher_folder, "gan_off.safetensors", *shared)) == 0
+    off_log = (teacher_folder / "gan_off.log.jsonl").read_text()
+    assert "gan_critic_loss" not in off_log
+    assert run_interrupted(monkeypatch, 3, distill_args(teacher_folder, "gan_cut.safetensors", *extra)) == 130
+    assert run(distill_args(teacher_folder, "gan_cut.safetensors", *extra, "--resume")) == 0
+    whole, cut, off = (read_state(teacher_folder / f"{name}.train.pt") for name in ("gan", "gan_cut", "gan_off"))
+    for key in ("ema", "fake_score", "fake_score_critic"):
+        assert all(torch.equal(whole[key][k], cut[key][k]) for k in whole[key]), key
+    assert "fake_score_critic" not in off
+    assert not all(torch.equal(whole["ema"][k], off["ema"][k]) for k in off["ema"])
+    assert load_model(teacher_folder / "gan.safetensors").info["config"]["dmd_gan"] == 0.5
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
@@ -623,6 +645,8 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--dmd-fake-steps", 0], ("--dmd-fake-steps",)),
     (["--dmd-weight", "fixed"], ("--dmd-weight", "invalid choice")),
     (["--jump", 4, "--dmd", 0.5, "--dmd-t-max", 0.01], ("bad --dmd-t-max",)),
+    (["--jump", 4, "--dmd-gan", 0.5], ("--dmd-gan 0.5 needs --dmd",)),
+    (["--jump", 4, "--dmd", 0.5, "--dmd-gan", -1], ("--dmd-gan", ">= 0")),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)

@@ -1,15 +1,19 @@
 """Distribution matching (spritediff.distribution_matching) on the Gaussian-mixture oracle: with exact scores the
 term's direction is the closed-form difference of the two posterior means, and following it moves a shifted
-student's distribution onto the teacher's."""
+student's distribution onto the teacher's. Then the fake score's critic (DMD2's GAN term) on a tiny net."""
 from __future__ import annotations
 
 import math
 
 import torch
 
+from conftest import COURSE_CLASSES
 from oracle import GaussianMixture
+from spritediff.adversarial import FeatureCritic, classifier_loss
+from spritediff.checkpoint import SpriteModel
 from spritediff.distill_config import DistillConfig
-from spritediff.distribution_matching import matching_direction, matching_loss, noise_levels
+from spritediff.distribution_matching import FakeScore, matching_direction, matching_loss, noise_levels
+from spritediff.models import ContextUnet
 from spritediff.samplers.common import predict_x0
 from spritediff.schedule import Schedule
 
@@ -77,3 +81,48 @@ def test_noise_levels_stay_inside_the_share_of_T():
     assert int(t.min()) == 10 and int(t.max()) == 490
     low = noise_levels(10_000, 500, torch.Generator().manual_seed(0), top=0.3)
     assert int(low.min()) == 10 and int(low.max()) == 150
+
+
+def test_the_critics_loss_is_log_4_at_chance_and_falls_as_the_scores_part():
+    zero = torch.zeros(8)
+    assert math.isclose(float(classifier_loss(zero, zero)), 2 * math.log(2), rel_tol=1e-6)
+    assert float(classifier_loss(zero + 3, zero - 3)) < 0.1 and float(classifier_loss(zero - 3, zero + 3)) > 6
+
+
+def group_norm_model() -> SpriteModel:
+    """A tiny untrained net whose features carry its input: GroupNorm keeps the signal that the random BatchNorm
+    net of tiny_model loses by its decoder (its up1 output is the same for any image to 1e-8)."""
+    torch.manual_seed(0)
+    return SpriteModel(ContextUnet(n_feat=8, norm="group").eval(), SCHEDULE, COURSE_CLASSES, {"source": "test"})
+
+
+def test_the_fake_scores_critic_learns_to_tell_bright_sprites_from_dark_ones():
+    """learn() with real images: its critic, on the fake score's features, parts real (+0.6) from samples (-0.6)
+    well past chance (log 4 = 1.386; at high noise levels the two cannot be told apart) within 60 steps; without
+    real images no critic is built or trained."""
+    fake_score = FakeScore(group_norm_model(), torch.device("cpu"), lr=3e-3, precision="fp32",
+                           critic=FeatureCritic(8))
+    g = torch.Generator().manual_seed(0)
+    samples, real = torch.full((32, 3, 16, 16), -0.6), torch.full((32, 3, 16, 16), 0.6)
+    context = torch.eye(5)[torch.arange(32) % 5]
+    losses = []
+    for _ in range(60):
+        fake_score.learn(samples, context, g, real)
+        losses.append(fake_score.critic_loss)
+    assert abs(losses[0] - 2 * math.log(2)) < 0.05 and sum(losses[-10:]) / 10 < 1.2
+    plain = FakeScore(group_norm_model(), torch.device("cpu"), lr=3e-3, precision="fp32")
+    assert plain.critic is None and plain.learn(samples, context, g) > 0 and plain.critic_loss is None
+
+
+def test_judging_passes_a_gradient_to_the_image_only_and_learning_resumes():
+    fake_score = FakeScore(group_norm_model(), torch.device("cpu"), lr=3e-3, precision="fp32",
+                           critic=FeatureCritic(8))
+    x_t = torch.randn(4, 3, 16, 16, requires_grad=True)
+    fake_score.judge(x_t, torch.tensor([10, 100, 250, 490]), None).sum().backward()
+    assert x_t.grad.abs().sum() > 0
+    weights = [*fake_score.net.parameters(), *fake_score.critic.parameters()]
+    assert all(p.grad is None for p in weights)
+    critic_before = [p.detach().clone() for p in fake_score.critic.parameters()]
+    fake_score.learn(torch.zeros(4, 3, 16, 16), None, torch.Generator().manual_seed(0), torch.ones(4, 3, 16, 16))
+    assert all(p.grad is not None for p in weights)
+    assert all(not torch.equal(a, p) for a, p in zip(critic_before, fake_score.critic.parameters()))
