@@ -117,8 +117,9 @@ def add_distill_parser(sub) -> None:
     p.add_argument("--dmd-gan", type=nonnegative_float, default=d.dmd_gan, metavar="RATIO",
                    help="with --dmd: add DMD2's GAN term, a critic on the fake score's own features (trained beside "
                         "it) that tells the step's real sprites from the student's samples, both noised, and train "
-                        "the student to fool it, its gradient RATIO times the squared error's: the one term here "
-                        "that compares with the data rather than the teacher (default 0: off; each step costs "
+                        "the student to fool it, its gradient RATIO times the squared error's: a comparison with "
+                        "the data by a critic that keeps up, where --adversarial-sample's did not (default 0: off; "
+                        "each step costs "
                         "--dmd-fake-steps forward and backward passes of the teacher's net on the real sprites more; "
                         "measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 every end beat DDIM-20 "
                         "on FD and the two-sample test; none reached its precision on eval's, short by 0.01-0.07 "
