@@ -24,10 +24,9 @@ from spritediff.specs import parse_sampler_spec
 N = 512
 
 
-def draw(spec: str, contexts: torch.Tensor, seed: int) -> np.ndarray:
-    """(N,H,W,3) uint8 sprites of MODEL[@SAMPLER:STEPS] with (N, K) context rows."""
-    name, _, sampler = spec.partition("@")
-    model = spritediff.load(name)
+def draw(model, sampler: str, contexts: torch.Tensor, seed: int) -> np.ndarray:
+    """(N,H,W,3) uint8 sprites of a model (with sampler SAMPLER:STEPS, "" for a teacher's ddim:20 or a student's
+    own) with (N, K) context rows."""
     options = {}
     if model.student is None:
         parsed = parse_sampler_spec(sampler or "ddim:20")
@@ -44,6 +43,7 @@ def main() -> None:
     args = p.parse_args()
     real, labels = np.load(args.data), np.load(args.labels)
     features = load_features()
+    models = {spec: (spritediff.load(spec.partition("@")[0]), spec.partition("@")[2]) for spec in args.models}
     for split in (0, 1, 2):
         reference, held = real_halves(real, split)
         quality = SpriteQuality(features, real[reference])
@@ -51,7 +51,7 @@ def main() -> None:
         rows = {"real (the other half)": quality.score(real[held][rng.permutation(int(held.sum()))[:N]])}
         contexts = torch.from_numpy(labels[rng.integers(0, len(labels), N)]).float()
         for spec in args.models:
-            rows[spec] = quality.score(draw(spec, contexts, split + 1))
+            rows[spec] = quality.score(draw(*models[spec], contexts, split + 1))
         print(f"split {split} (reference: {int(reference.sum())} sprites)")
         for name, score in rows.items():
             print(f"  {name:50s} FD {score['fd']:.3f}  precision {score['precision']:.3f}  recall {score['recall']:.3f}")

@@ -276,8 +276,7 @@ class Distiller:
 
     def _dmd_term(self, real: torch.Tensor, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
         """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch; with dmd_gan, its critic's
-        too, against the real sprites), then the
-        distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
+        too, against the real sprites), then the distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
         from (seed, step, 7), weighted so that its gradient at the student's last layer is config.dmd times the
         distillation loss's (every step, or at the first joined step only: config.dmd_weight); 0 while warming
         up."""
@@ -296,7 +295,7 @@ class Distiller:
         term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
         if self.config.dmd_weight == "balanced" or self.dmd_weight is None:
             self.dmd_weight = float(balanced_weight(distill_loss, term, self.student.out[-1].weight, self.config.dmd))
-        return self.dmd_weight * term + (self._gan_term(context, sample, distill_loss) if self.config.dmd_gan else 0)
+        return self.dmd_weight * term
 
     def _gan_term(self, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
         """DMD2's GAN term: the student's samples (B,C,H,W), noised at times and noise from (seed, step, 8), scored
@@ -468,6 +467,8 @@ class Distiller:
                 total = total + self._sample_term(real, context, sample, loss)
             if self.fake_score is not None:
                 total = total + self._dmd_term(real, context, sample, loss)
+                if self.fake_score.critic is not None and not self._warming_up:
+                    total = total + self._gan_term(context, sample, loss)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         self.optimizer.step()

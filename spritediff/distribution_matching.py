@@ -13,7 +13,7 @@ a student short of precision lacks; the squared error to the teacher's jumps kee
 With a critic (DMD2's GAN term) the fake score also carries a FeatureCritic on its features at up1 (the first
 decoder block, where its time and class have entered), trained beside its own loss to tell real sprites, noised,
 from the student's samples, noised the same; the student is then pushed by it too. The critic compares with the
-data, not the teacher, so it is the one term here that can take the student past its teacher.
+data, not the teacher: the one part of distribution matching that can take the student past its teacher.
 """
 from __future__ import annotations
 
