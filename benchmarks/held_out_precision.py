@@ -7,8 +7,8 @@
 three splits (spritediff.evaluate.real_halves, a sprite's mirror images and duplicates in one half), the reference
 is one half and the other half's first 512 sprites (shuffled) are scored as if drawn: the precision and recall a
 sampler that draws the data itself gets. Each model draws 512 sprites with classes drawn from the real labels and
-noise seed split + 1, fp32, guidance 0.5 for a teacher (a student's is in its weights). The same feature net and
-k-NN manifolds as `eval`. Sprites by ElvGames, FrootsnVeggies and kyrise.
+noise seed split + 1, fp32, at its own guidance (a teacher's default 0.5; a student's is in its weights). The same
+feature net and k-NN manifolds as `eval`. Sprites by ElvGames, FrootsnVeggies and kyrise.
 """
 import argparse
 
@@ -26,11 +26,11 @@ N = 512
 
 def draw(model, sampler: str, contexts: torch.Tensor, seed: int) -> np.ndarray:
     """(N,H,W,3) uint8 sprites of a model (with sampler SAMPLER:STEPS, "" for a teacher's ddim:20 or a student's
-    own) with (N, K) context rows."""
+    own) with (N, K) context rows, at the model's own guidance."""
     options = {}
     if model.student is None:
         parsed = parse_sampler_spec(sampler or "ddim:20")
-        options = dict(sampler=parsed.name, steps=parsed.steps, guidance=0.5, **parsed.options)
+        options = dict(sampler=parsed.name, steps=parsed.steps, **parsed.options)
     return spritediff.sample(model, n=len(contexts), context=contexts, seed=seed, frames=False, precision="fp32",
                              **options).images
 
@@ -54,7 +54,8 @@ def main() -> None:
             rows[spec] = quality.score(draw(*models[spec], contexts, split + 1))
         print(f"split {split} (reference: {int(reference.sum())} sprites)")
         for name, score in rows.items():
-            print(f"  {name:50s} FD {score['fd']:.3f}  precision {score['precision']:.3f}  recall {score['recall']:.3f}")
+            print(f"  {name:50s} FD {score['fd']:.3f}  precision {score['precision']:.3f}  "
+                  f"recall {score['recall']:.3f}")
 
 
 if __name__ == "__main__":

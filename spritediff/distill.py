@@ -276,10 +276,10 @@ class Distiller:
 
     def _dmd_term(self, real: torch.Tensor, context, sample: torch.Tensor, distill_loss: torch.Tensor) -> torch.Tensor:
         """The fake score's dmd_fake_steps steps on the student's samples (_few_call_batch; with dmd_gan, its critic's
-        too, against the real sprites), then the distribution-matching term (spritediff.distribution_matching) at those samples noised to times and noise
-        from (seed, step, 7), weighted so that its gradient at the student's last layer is config.dmd times the
-        distillation loss's (every step, or at the first joined step only: config.dmd_weight); 0 while warming
-        up."""
+        too, against the real sprites), then the distribution-matching term (spritediff.distribution_matching) at
+        those samples noised to times and noise from (seed, step, 7), weighted so that its gradient at the student's
+        last layer is config.dmd times the distillation loss's (every step, or at the first joined step only:
+        config.dmd_weight); 0 while warming up."""
         g = keyed_generator(self.config.seed, self.step, 6)
         for _ in range(self.config.dmd_fake_steps):
             self.fake_score_loss = self.fake_score.learn(sample, context, g, real)
