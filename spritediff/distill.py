@@ -44,7 +44,8 @@ Distribution matching (dmd > 0, spritediff.distribution_matching) aims at the te
 its sampler: on the same few-call samples a fake score (a copy of the teacher) learns the student's samples, and
 the student follows the difference between that score's denoising and the guided teacher's. With dmd_gan > 0 the
 fake score also carries a critic on its features (DMD2's GAN term), trained on the rows' real sprites against those
-samples, both noised; the student follows it too.
+samples, both noised; the student follows it too. With squared_error 0 the student follows those terms alone, as
+DMD2's does; their weights are still set against the squared error's gradient, which is computed and logged as before.
 
 Every random draw of step k (the rows, i, the noise, the dropout) comes from generators keyed by (seed, k), so a
 run resumed from its checkpoint takes exactly the steps of an uninterrupted one.
@@ -458,7 +459,8 @@ class Distiller:
             group["lr"] = self.lr_at(self.step)
         x0_student = x0_from_output(self._student_output(x_t, t, context), x_t, ab, config.prediction)
         error = (x0_student - target).pow(2).flatten(1).mean(1)
-        loss = total = (truncated_snr_weight(ab.flatten()) * error).mean()
+        loss = (truncated_snr_weight(ab.flatten()) * error).mean()
+        total = config.squared_error * loss
         if self.critic is not None:
             total = total + self._adversarial_term(x0_student, target, x_t, t, loss)
         if self.sample_critic is not None or self.fake_score is not None:
@@ -503,6 +505,7 @@ class Distiller:
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
                  "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
                  "dmd_weight": DistillConfig.dmd_weight, "dmd_t_max": DistillConfig.dmd_t_max, "dmd_gan": 0.0,
+                 "squared_error": 1.0,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs
         diff = {k: v for k, v in saved.items() if asdict(self.config).get(k) != v}

@@ -123,9 +123,14 @@ def add_distill_parser(sub) -> None:
                         "measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 every end beat DDIM-20 "
                         "on FD and the two-sample test; none reached its precision on eval's, short by 0.01-0.07 "
                         "on some seeds, docs/results.md)")
+    p.add_argument("--squared-error", type=nonnegative_float, default=d.squared_error, metavar="WEIGHT",
+                   help=f"the weight of the squared error to the teacher's jumps in the student's loss; 0 drops it and "
+                        f"the student follows --dmd, --dmd-gan and the critics alone, as DMD2's does (their RATIOs "
+                        f"still measured against its gradient, and its value still logged; default "
+                        f"{d.squared_error:g})")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
-                        f"1) the student learns from the squared error alone while the critics (and the fake score) "
+                        f"1) the student learns from the squared error alone (with --squared-error 0, not at all) while the critics (and the fake score) "
                         f"learn; an untrained critic only adds noise "
                         f"(default {d.adversarial_start})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
@@ -185,7 +190,7 @@ def run_distill(args) -> int:
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
                            dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
                            dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max, dmd_gan=args.dmd_gan,
-                           adversarial_start=args.adversarial_start)
+                           squared_error=args.squared_error, adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)
     config.check(teacher.schedule.T)

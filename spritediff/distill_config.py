@@ -57,6 +57,8 @@ class DistillConfig:
     dmd_gan: float = 0.0  # with dmd: DMD2's GAN term, a critic on the fake score's features that tells real sprites
     # from the student's samples (both noised), its gradient at the student's last layer this many times the
     # distillation loss's; 0: off
+    squared_error: float = 1.0  # the squared error's weight in the student's loss; 0 drops it (DMD2 trains with its
+    # matching and GAN terms alone), the other terms still balanced against its gradient, which is computed as before
     adversarial_start: float = 0.4  # the share of each round the student learns from the squared error alone,
     # while the critics learn to tell its x0 from the targets (or its samples from sprites) and the fake score learns
     # its samples: an untrained critic only adds noise
@@ -101,6 +103,9 @@ class DistillConfig:
         if self.dmd_gan and not self.dmd:
             raise SpriteDiffError(f"--dmd-gan {self.dmd_gan:g} needs --dmd: its critic is the fake score's head, "
                                   f"which only --dmd trains")
+        if self.squared_error == 0 and not (self.adversarial or self.adversarial_sample or self.dmd):
+            raise SpriteDiffError("--squared-error 0 leaves nothing to train the student: add --dmd, --adversarial "
+                                  "or --adversarial-sample")
         if self.states == "student" and not self.init_sha256:
             raise SpriteDiffError("--states student learns from the student's own states: give --init, a trained "
                                   "student of this teacher to start from (the teacher's weights read as a student's "
@@ -119,6 +124,7 @@ class DistillConfig:
                          ("dmd_weight", self.dmd_weight in DMD_WEIGHTS),
                          ("dmd_t_max", 0.05 <= self.dmd_t_max <= 1),
                          ("dmd_gan", 0 <= self.dmd_gan <= MAX_ADVERSARIAL),
+                         ("squared_error", 0 <= self.squared_error <= MAX_ADVERSARIAL),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:
                 raise SpriteDiffError(f"bad --{name.replace('_', '-')}: {getattr(self, name)!r}")

@@ -647,6 +647,8 @@ def test_resume_after_an_interrupted_run_equals_the_uninterrupted_run(finished, 
     (["--jump", 4, "--dmd", 0.5, "--dmd-t-max", 0.01], ("bad --dmd-t-max",)),
     (["--jump", 4, "--dmd-gan", 0.5], ("--dmd-gan 0.5 needs --dmd",)),
     (["--jump", 4, "--dmd", 0.5, "--dmd-gan", -1], ("--dmd-gan", ">= 0")),
+    (["--squared-error", 0], ("--squared-error 0 leaves nothing to train",)),
+    (["--squared-error", -1], ("--squared-error", ">= 0")),
 ])
 def test_bad_distill_input_is_one_line_and_writes_nothing(teacher_folder, tmp_path, capsys, extra, words):
     args = distill_args(teacher_folder, "unused.safetensors", *extra)
@@ -768,3 +770,24 @@ def test_bench_on_a_student_times_its_own_sampler(finished):
     assert [(row.spec.name, row.spec.steps, row.nfe) for row in report.rows] == [("ddim", 2, 2)]
     with pytest.raises(spritediff.SpriteDiffError, match="not a student"):
         bench(tiny_model(), "student", n=2, repeat=1)
+
+
+def test_squared_error_zero_leaves_the_student_to_the_matching_terms(teacher_folder, monkeypatch):
+    """--squared-error 0 (DMD2's loss): while the fake score learns alone (the first half of this round) the student's
+    weights do not move at all (its BatchNorm statistics do: it still runs forward), its squared error is still
+    logged, and once the matching term joins the student moves, elsewhere than with the squared error kept."""
+    shared = ("--jump", 4, "--dmd", 0.5, "--adversarial-start", 0.5, "--steps-per-round", 4)
+    args = distill_args(teacher_folder, "no_mse.safetensors", *shared, "--squared-error", 0)
+    assert run_interrupted(monkeypatch, 2, args) == 130
+    warm = read_state(teacher_folder / "no_mse.train.pt")
+    assert warm["step"] == 2
+    weights = [k for k in warm["teacher"] if not k.rsplit(".", 1)[-1].startswith(("running_", "num_batches"))]
+    assert len(weights) > 50 and all(torch.equal(warm["student"][k], warm["teacher"][k]) for k in weights)
+    assert run([*args, "--resume"]) == 0
+    log = [json.loads(line) for line in (teacher_folder / "no_mse.log.jsonl").read_text().splitlines()]
+    assert len(log) == 4 and all(entry["loss"] > 0 for entry in log)
+    assert run(distill_args(teacher_folder, "with_mse.safetensors", *shared)) == 0
+    end, kept = (read_state(teacher_folder / f"{name}.train.pt") for name in ("no_mse", "with_mse"))
+    assert not all(torch.equal(end["student"][k], end["teacher"][k]) for k in weights)
+    assert not all(torch.equal(end["student"][k], kept["student"][k]) for k in weights)
+    assert load_model(teacher_folder / "no_mse.safetensors").info["config"]["squared_error"] == 0
