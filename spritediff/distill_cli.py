@@ -127,7 +127,8 @@ def add_distill_parser(sub) -> None:
                    help=f"the weight of the squared error to the teacher's jumps in the student's loss; 0 drops it and "
                         f"the student follows --dmd, --dmd-gan and the critics alone, as DMD2's does (their RATIOs "
                         f"still measured against its gradient, and its value still logged; default "
-                        f"{d.squared_error:g})")
+                        f"{d.squared_error:g}; measured on the 4-call student's GAN round: 0 was worse on every "
+                        f"measure at every seed, docs/results.md)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
                         f"1) the student learns from the squared error alone (with --squared-error 0, not at all) while the critics (and the fake score) "
