@@ -131,8 +131,8 @@ def add_distill_parser(sub) -> None:
                         f"measure at every seed, docs/results.md)")
     p.add_argument("--adversarial-start", type=nonnegative_float, default=d.adversarial_start, metavar="SHARE",
                    help=f"with --adversarial, --adversarial-sample or --dmd: the share of each round (0 to below "
-                        f"1) the student learns from the squared error alone (with --squared-error 0, not at all) while the critics (and the fake score) "
-                        f"learn; an untrained critic only adds noise "
+                        f"1) the student learns from the squared error alone (with --squared-error 0, not at all) "
+                        f"while the critics (and the fake score) learn; an untrained critic only adds noise "
                         f"(default {d.adversarial_start})")
     p.add_argument("--batch", type=positive_int, default=d.batch, help=f"batch size (default {d.batch})")
     p.add_argument("--lr", type=positive_float, default=d.lr,
