@@ -119,7 +119,8 @@ def add_distill_parser(sub) -> None:
                         "it) that tells the step's real sprites from the student's samples, both noised, and train "
                         "the student to fool it, its gradient RATIO times the squared error's: a comparison with "
                         "the data by a critic that keeps up, where --adversarial-sample's did not (default 0: off; "
-                        "each step costs --dmd-fake-steps forward and backward passes of the teacher's net on the real sprites more; "
+                        "each step costs --dmd-fake-steps forward and backward passes of the teacher's net on the "
+                        "real sprites more; "
                         "measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 every end beat DDIM-20 "
                         "on FD and the two-sample test; none reached its precision on eval's, short by 0.01-0.07 "
                         "on some seeds, docs/results.md)")
