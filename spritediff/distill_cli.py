@@ -142,7 +142,8 @@ def add_distill_parser(sub) -> None:
                    help=f"the teacher's classifier-free guidance weight that the student learns to reproduce in one "
                         f"branch; fixed per student (default {DEFAULT_GUIDANCE}, sample's default; measured on the "
                         f"4-call student: at 1.0, where the teacher's DDIM-20 has 0.03 more precision, the GAN "
-                        f"round's end had the 0.5 student's precision, docs/results.md)")
+                        f"round's end gained 0.00 of it on 512 sprites and 0.01 on 2,048; the shipped student is "
+                        f"the 1.0 one, docs/results.md)")
     p.add_argument("--prediction", choices=STUDENT_PREDICTIONS, default=d.prediction,
                    help=f"what the student net outputs (default {d.prediction}; eps cannot give x0 at the noisiest "
                         f"step)")
