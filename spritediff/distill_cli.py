@@ -120,10 +120,9 @@ def add_distill_parser(sub) -> None:
                         "the student to fool it, its gradient RATIO times the squared error's: a comparison with "
                         "the data by a critic that keeps up, where --adversarial-sample's did not (default 0: off; "
                         "each step costs --dmd-fake-steps forward and backward passes of the teacher's net on the "
-                        "real sprites more; "
-                        "measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 every end beat DDIM-20 "
-                        "on FD and the two-sample test; none reached its precision on eval's, short by 0.01-0.07 "
-                        "on some seeds, docs/results.md)")
+                        "real sprites more; measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 "
+                        "every end beat DDIM-20 on FD and the two-sample test; none reached its precision on "
+                        "eval's, short by 0.01-0.07 on some seeds, docs/results.md)")
     p.add_argument("--squared-error", type=nonnegative_float, default=d.squared_error, metavar="WEIGHT",
                    help=f"the weight of the squared error to the teacher's jumps in the student's loss; 0 drops it and "
                         f"the student follows --dmd, --dmd-gan and the critics alone, as DMD2's does (their RATIOs "
