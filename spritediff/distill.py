@@ -291,7 +291,7 @@ class Distiller:
         ab = self.alphas_cumprod[t].view(-1, 1, 1, 1)
         x_t = noisy(sample.detach(), torch.randn(sample.shape, generator=g).to(self.device), ab)
         with torch.no_grad():
-            x0_real = predict_x0(x_t, self._teacher_eps(context)(x_t, t), ab)
+            x0_real = predict_x0(x_t, self._real_score_eps(context)(x_t, t), ab)
             x0_fake = predict_x0(x_t, self.fake_score.eps(context)(x_t, t), ab)
         term = matching_loss(sample, matching_direction(sample.detach(), x0_real, x0_fake))
         if self.config.dmd_weight == "balanced" or self.dmd_weight is None:
@@ -358,6 +358,12 @@ class Distiller:
     def _teacher_eps(self, context: torch.Tensor | None):
         """Round 0: the given model, guided; later rounds: the previous student, whose guidance is in its weights."""
         return self.teacher_engine.eps(context, self.config.guidance if self.round == 0 else 0.0)
+
+    def _real_score_eps(self, context: torch.Tensor | None):
+        """The matching's real score (one round only: the given model): the teacher guided at dmd_guidance, or at
+        the distillation's own guidance where that is unset."""
+        w = self.config.guidance if self.config.dmd_guidance is None else self.config.dmd_guidance
+        return self.teacher_engine.eps(context, w)
 
     def lr_at(self, step: int) -> float:
         return self.config.lr * (1 - (step % self.config.steps_per_round) / self.config.steps_per_round)
@@ -505,6 +511,7 @@ class Distiller:
         saved = {"jump": 2, "states": "data", "paths": DistillConfig.paths, "student_width": 0, "adversarial": 0.0,
                  "adversarial_sample": 0.0, "dmd": 0.0, "dmd_fake_steps": DistillConfig.dmd_fake_steps,
                  "dmd_weight": DistillConfig.dmd_weight, "dmd_t_max": DistillConfig.dmd_t_max, "dmd_gan": 0.0,
+                 "dmd_guidance": None,
                  "squared_error": 1.0,
                  "adversarial_start": DistillConfig.adversarial_start, "init_sha256": "",
                  **state["config"]}  # older runs

@@ -123,6 +123,11 @@ def add_distill_parser(sub) -> None:
                         "real sprites more; measured on the 4-call student with --dmd 1.0: at 0.5, 1.0 and 2.0 "
                         "every end beat DDIM-20 on FD and the two-sample test; none reached its precision on "
                         "eval's, short by 0.01-0.07 on some seeds, docs/results.md)")
+    p.add_argument("--dmd-guidance", type=nonnegative_float, default=None, metavar="W",
+                   help="with --dmd: the classifier-free guidance of the matching's real score, the teacher's "
+                        "denoising that the student's samples are moved towards (default: --guidance's); a higher "
+                        "W aims the matching at the teacher's sharper, guided distribution while the squared error "
+                        "still holds the student to its jumps at --guidance, as DMD guides its real score")
     p.add_argument("--squared-error", type=nonnegative_float, default=d.squared_error, metavar="WEIGHT",
                    help=f"the weight of the squared error to the teacher's jumps in the student's loss; 0 drops it and "
                         f"the student follows --dmd, --dmd-gan and the critics alone, as DMD2's does (their RATIOs "
@@ -185,6 +190,9 @@ def run_distill(args) -> int:
     check_teacher(teacher, args.teacher)
     if teacher.net.n_cfeat == 0 and args.guidance not in (None, 0):
         raise SpriteDiffError(f"--guidance {args.guidance:g}: the teacher has no classes, so nothing to guide")
+    if teacher.net.n_cfeat == 0 and args.dmd_guidance not in (None, 0):
+        raise SpriteDiffError(f"--dmd-guidance {args.dmd_guidance:g}: the teacher has no classes, so nothing to "
+                              f"guide")
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if teacher.net.n_cfeat else 0.0
     config = DistillConfig(calls=args.calls, start_steps=args.start_steps, jump=args.jump,
                            steps_per_round=args.steps_per_round,
@@ -194,6 +202,7 @@ def run_distill(args) -> int:
                            adversarial=args.adversarial, adversarial_sample=args.adversarial_sample,
                            dmd=args.dmd, dmd_fake_steps=args.dmd_fake_steps,
                            dmd_weight=args.dmd_weight, dmd_t_max=args.dmd_t_max, dmd_gan=args.dmd_gan,
+                           dmd_guidance=args.dmd_guidance,
                            squared_error=args.squared_error, adversarial_start=args.adversarial_start)
     init = None if args.init is None else load_model(args.init)
     config.init_sha256 = "" if init is None else teacher_fingerprint(init)

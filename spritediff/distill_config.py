@@ -54,6 +54,9 @@ class DistillConfig:
     # student's distribution meets the teacher's, as DMD's fixed weight does)
     dmd_t_max: float = 0.98  # the largest share of T the matching's noise levels are drawn up to (from 0.02):
     # lower puts the term on fine detail, which a denoiser sees only at low noise
+    dmd_guidance: float | None = None  # with dmd: the real score's classifier-free guidance; None: guidance (a
+    # higher one aims the matching at the teacher's sharper, guided distribution while the squared error still holds
+    # the student to the jumps at guidance)
     dmd_gan: float = 0.0  # with dmd: DMD2's GAN term, a critic on the fake score's features that tells real sprites
     # from the student's samples (both noised), its gradient at the student's last layer this many times the
     # distillation loss's; 0: off
@@ -103,6 +106,9 @@ class DistillConfig:
         if self.dmd_gan and not self.dmd:
             raise SpriteDiffError(f"--dmd-gan {self.dmd_gan:g} needs --dmd: its critic is the fake score's head, "
                                   f"which only --dmd trains")
+        if self.dmd_guidance is not None and not self.dmd:
+            raise SpriteDiffError(f"--dmd-guidance {self.dmd_guidance:g} needs --dmd: it guides the matching's real "
+                                  f"score, which only --dmd uses")
         if self.squared_error == 0 and not (self.adversarial or self.adversarial_sample or self.dmd):
             raise SpriteDiffError("--squared-error 0 leaves nothing to train the student: add --dmd, --adversarial "
                                   "or --adversarial-sample")
@@ -124,6 +130,7 @@ class DistillConfig:
                          ("dmd_weight", self.dmd_weight in DMD_WEIGHTS),
                          ("dmd_t_max", 0.05 <= self.dmd_t_max <= 1),
                          ("dmd_gan", 0 <= self.dmd_gan <= MAX_ADVERSARIAL),
+                         ("dmd_guidance", self.dmd_guidance is None or self.dmd_guidance >= 0),
                          ("squared_error", 0 <= self.squared_error <= MAX_ADVERSARIAL),
                          ("adversarial_start", 0 <= self.adversarial_start < 1)):
             if not ok:

@@ -555,6 +555,39 @@ def test_a_dmd_gan_run_logs_its_critic_and_resumes_to_the_same_weights(teacher_f
     assert load_model(teacher_folder / "gan.safetensors").info["config"]["dmd_gan"] == 0.5
 
 
+@pytest.mark.parametrize("dmd_guidance, w", [(None, 0.5), (2.0, 2.0)])
+def test_the_matchings_real_score_is_the_teacher_guided_at_dmd_guidance(teacher_folder, dmd_guidance, w):
+    """--dmd-guidance: the real score is the given teacher guided at it (unset: at --guidance), exactly the
+    engine's guided eps that `sample` runs, and not the teacher at the other weight."""
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller, teacher_fingerprint
+    from spritediff.engine import Engine
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    config = DistillConfig(calls=2, start_steps=8, jump=4, steps_per_round=3, batch=8, guidance=0.5, dmd=0.5,
+                           dmd_guidance=dmd_guidance, teacher_sha256=teacher_fingerprint(teacher))
+    distiller = Distiller(config, teacher, data, torch.device("cpu"))
+    g = torch.Generator().manual_seed(5)
+    x_t, t = torch.randn(8, 3, 16, 16, generator=g), torch.randint(1, 501, (8,), generator=g)
+    context = distiller.labels[:8]
+    engine = Engine(teacher, torch.device("cpu"), fast=True, precision="fp32")
+    real = distiller._real_score_eps(context)(x_t, t)
+    assert torch.equal(real, engine.eps(context, w)(x_t, t))
+    assert not torch.allclose(real, engine.eps(context, 2.5 - w)(x_t, t))
+
+
+def test_dmd_guidance_needs_dmd_and_is_recorded(teacher_folder, tmp_path, capsys):
+    args = distill_args(teacher_folder, "unused.safetensors", "--jump", 4, "--dmd-guidance", 2)
+    args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
+    assert run(args) == 2
+    one_line_error(capsys, "--dmd-guidance 2", "needs --dmd")
+    assert not list(tmp_path.iterdir())
+    extra = ("--jump", 4, "--dmd", 0.5, "--adversarial-start", 0.3, "--dmd-guidance", 2)
+    assert run(distill_args(teacher_folder, "dmd_guided.safetensors", *extra)) == 0
+    assert load_model(teacher_folder / "dmd_guided.safetensors").info["config"]["dmd_guidance"] == 2.0
+
+
 def test_teacher_states_need_one_round(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--states", "teacher")
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
