@@ -191,11 +191,9 @@ def run_distill(args) -> int:
     device = resolve_device(args.device)
     teacher = load_model(args.teacher)
     check_teacher(teacher, args.teacher)
-    if teacher.net.n_cfeat == 0 and args.guidance not in (None, 0):
-        raise SpriteDiffError(f"--guidance {args.guidance:g}: the teacher has no classes, so nothing to guide")
-    if teacher.net.n_cfeat == 0 and args.dmd_guidance not in (None, 0):
-        raise SpriteDiffError(f"--dmd-guidance {args.dmd_guidance:g}: the teacher has no classes, so nothing to "
-                              f"guide")
+    for flag, weight in (("--guidance", args.guidance), ("--dmd-guidance", args.dmd_guidance)):
+        if teacher.net.n_cfeat == 0 and weight not in (None, 0):
+            raise SpriteDiffError(f"{flag} {weight:g}: the teacher has no classes, so nothing to guide")
     guidance = (DEFAULT_GUIDANCE if args.guidance is None else args.guidance) if teacher.net.n_cfeat else 0.0
     config = DistillConfig(calls=args.calls, start_steps=args.start_steps, jump=args.jump,
                            steps_per_round=args.steps_per_round,

@@ -577,6 +577,22 @@ def test_the_matchings_real_score_is_the_teacher_guided_at_dmd_guidance(teacher_
     assert not torch.allclose(real, engine.eps(context, 2.5 - w)(x_t, t))
 
 
+@pytest.mark.parametrize("flag", ["--guidance", "--dmd-guidance"])
+def test_a_guidance_on_a_teacher_without_classes_is_one_line_and_writes_nothing(tmp_path, capsys, flag):
+    from spritediff.models import ContextUnet
+
+    torch.manual_seed(0)
+    save_model(SpriteModel(ContextUnet(n_feat=8, n_cfeat=0).eval(), SCHEDULE, ()), tmp_path / "plain.safetensors")
+    small_data(tmp_path, classes=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = ["distill", "--teacher", tmp_path / "plain.safetensors", "--data", tmp_path / "x.npy", "--out",
+            out / "student.safetensors", "--calls", 2, "--start-steps", 8, "--jump", 4, "--dmd", 0.5, flag, 2]
+    assert run(args) == 2
+    one_line_error(capsys, f"{flag} 2", "no classes")
+    assert list(out.iterdir()) == []
+
+
 def test_dmd_guidance_needs_dmd_and_is_recorded(teacher_folder, tmp_path, capsys):
     args = distill_args(teacher_folder, "unused.safetensors", "--jump", 4, "--dmd-guidance", 2)
     args[args.index("--out") + 1] = tmp_path / "bad.safetensors"
