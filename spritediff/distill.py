@@ -608,7 +608,8 @@ def check_data_fits(teacher: SpriteModel, data: SpriteData) -> None:
 
 def check_init(init: SpriteModel, config: DistillConfig, grid: list[int], width: int) -> None:
     """A SpriteDiffError unless init is a student of this run's teacher that round 0's student can start from: the
-    same teacher (config.teacher_sha256), grid, guidance, prediction and width."""
+    same teacher (config.teacher_sha256), grid, guidance and prediction, and a width that divides the run's (a
+    narrower student starts the run widened, computing the same function)."""
     name = init.path or "the --init model"
     if init.student is None:
         raise SpriteDiffError(f"--init {name} is not a distilled student; give a student of the same teacher "
@@ -617,8 +618,9 @@ def check_init(init: SpriteModel, config: DistillConfig, grid: list[int], width:
         ("teacher", init.student.teacher.get("sha256"), config.teacher_sha256),
         ("grid", list(init.student.timesteps), list(grid)),
         ("guidance", init.student.guidance, config.guidance),
-        ("prediction", init.prediction_type, config.prediction),
-        ("width", init.net.n_feat, width)) if mine != wanted]
+        ("prediction", init.prediction_type, config.prediction)) if mine != wanted]
+    if width % init.net.n_feat:
+        mismatches.append(("width", init.net.n_feat, f"one that divides {width}"))
     if mismatches:
         what, mine, wanted = mismatches[0]
         shown_values = ("another teacher's", "this one's") if what == "teacher" else (mine, wanted)

@@ -67,7 +67,8 @@ def add_distill_parser(sub) -> None:
                         "room for the few-step jumps; each step costs about (width / teacher's)^2 as much")
     p.add_argument("--init", metavar="STUDENT",
                    help="start round 1's student from STUDENT, a student of the same teacher on round 1's grid "
-                        "(the same --calls, --start-steps, --jump, --guidance, --prediction and width), instead of "
+                        "(the same --calls, --start-steps, --jump, --guidance and --prediction; a narrower one is "
+                        "widened to --student-width, the same function), instead of "
                         "from the teacher: to go on from a finished run with other settings, e.g. --adversarial "
                         "(docs/results.md); resume with the same --init")
     p.add_argument("--adversarial", type=nonnegative_float, default=d.adversarial, metavar="RATIO",

@@ -389,6 +389,33 @@ def test_init_starts_round_one_from_a_student_and_a_resume_needs_the_same_one(fi
     one_line_error(capsys, "other settings", "init_sha256")
 
 
+def test_a_narrower_init_starts_a_wider_run_widened_and_a_wider_one_is_refused(finished, teacher_folder):
+    """--init with round 1's 8-wide student on a --student-width 16 run: round 0's student and EMA compute what the
+    init student does (Net2Net), at width 16. A 16-wide student cannot start a run of width 8: one line."""
+    import dataclasses
+
+    from spritediff.data import load_data
+    from spritediff.distill import Distiller, teacher_fingerprint
+    from spritediff.models.widen import widen
+
+    teacher = load_model(teacher_folder / "teacher.safetensors")
+    data = load_data(teacher_folder / "x.npy", teacher_folder / "y.npy", 3)
+    start = load_model(round_path(finished, 4))
+    config = DistillConfig(calls=2, start_steps=8, steps_per_round=3, batch=6, student_width=16,
+                           teacher_sha256=teacher_fingerprint(teacher))
+    distiller = Distiller(config, teacher, data, torch.device("cpu"), init=start)
+    x, t, c = torch.randn(4, 3, 16, 16), torch.rand(4), torch.eye(5)[:4]
+    with torch.no_grad():
+        wanted = start.net.eval()(x, t, c)
+        for net in (distiller.student, distiller.ema.module):
+            assert net.n_feat == 16
+            assert torch.allclose(net.eval()(x, t, c), wanted, atol=1e-4)
+    wide_start = dataclasses.replace(start, net=widen(start.net, 2))
+    narrow = dataclasses.replace(config, student_width=0)
+    with pytest.raises(spritediff.SpriteDiffError, match="its width is 16, round 1's student needs one that divides 8"):
+        Distiller(narrow, teacher, data, torch.device("cpu"), init=wide_start)
+
+
 def test_init_refuses_what_round_one_cannot_start_from_in_one_line(finished, teacher_folder, tmp_path, capsys):
     """Not a student (the teacher itself), a student of another grid (the final 2-call one for a run whose round 1
     makes 4 calls), and one of another guidance: one line each, nothing written."""
