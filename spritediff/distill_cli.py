@@ -64,7 +64,8 @@ def add_distill_parser(sub) -> None:
     p.add_argument("--student-width", type=positive_int, metavar="N_FEAT",
                    help="the student's n_feat, a multiple of the teacher's (default: the teacher's): a wider "
                         "student starts as the teacher (or --init) widened to compute the same function "
-                        "(Net2Net), with more room for the few-step jumps; each step costs about (width / teacher's)^2 as much")
+                        "(Net2Net), with more room for the few-step jumps; each step costs about "
+                        "(width / teacher's)^2 as much")
     p.add_argument("--init", metavar="STUDENT",
                    help="start round 1's student from STUDENT, a student of the same teacher on round 1's grid "
                         "(the same --calls, --start-steps, --jump, --guidance and --prediction; a narrower one is "
